@@ -1,0 +1,23 @@
+"""elm_jax: the Expressive Leaky Memory (ELM) neuron in JAX and Flax.
+
+Public API (shapes follow one convention, ``(batch, time, features)``):
+
+* `ELMConfig`, `PRESETS` -- frozen, validated hyperparameters.
+* `init_params`, `count_params`, `trainable_mask` -- the parameter pytree.
+* `step`, `initial_state`, `ELMState` -- one time step as a pure function.
+* `apply` -- a whole sequence with `jax.lax.scan`.
+* `load_torch_checkpoint` -- published PyTorch checkpoints, without torch.
+* `ELMCell`, `ELMSequence` (Flax linen) and `NNXELM` (Flax NNX) -- thin shells.
+"""
+
+from .apply import apply
+from .config import ELMConfig, PRESETS
+from .core import ELMState, initial_state, step
+from .params import check_params, count_params, init_params, trainable_mask
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ELMConfig", "PRESETS", "ELMState", "apply", "check_params", "count_params",
+    "init_params", "initial_state", "step", "trainable_mask", "__version__",
+]

@@ -1,0 +1,124 @@
+"""A converted or trained model on disk: ``config.json`` plus an Orbax ``params/`` tree.
+
+Layout of a model directory::
+
+    DIR/config.json   {"format": "elm_jax.model/1", "config": ELMConfig.to_dict()}
+    DIR/params/       Orbax StandardCheckpointer tree of the parameter dict
+
+`save_model` writes both into a temporary sibling directory and renames it into place,
+so a crash never leaves a half-written model at ``DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from ..config import ELMConfig
+from ..params import Params, check_params
+
+FORMAT = "elm_jax.model/1"
+
+
+def _checkpointer():
+    import orbax.checkpoint as ocp  # imported lazily: it is slow to import
+
+    return ocp.StandardCheckpointer()
+
+
+def save_model(directory: str | os.PathLike, config: ELMConfig, params: Params, *,
+               overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
+    """Write `config` and `params` to `directory` atomically.
+
+    Args:
+      directory: target model directory (must not exist unless `overwrite`).
+      config: the model configuration.
+      params: parameter dict matching `config`.
+      overwrite: replace an existing directory.
+      extra: optional JSON-serialisable metadata stored in config.json.
+    Returns: the directory path.
+    """
+    target = Path(directory)
+    check_params(params, config)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        meta = {"format": FORMAT, "config": config.to_dict(), **(extra or {})}
+        (staging / "config.json").write_text(json.dumps(meta, indent=1))
+        checkpointer = _checkpointer()
+        checkpointer.save(staging / "params", jax.device_get(params))
+        checkpointer.wait_until_finished()
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def read_model_config(directory: str | os.PathLike) -> ELMConfig:
+    """The `ELMConfig` stored in a model directory (ValueError if it is not one)."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{directory} is not an elm_jax model directory: {path} is missing")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: expected format {FORMAT!r}, got "
+                         f"{meta.get('format') if isinstance(meta, dict) else meta!r}")
+    return ELMConfig.from_dict(meta["config"])
+
+
+def load_model(directory: str | os.PathLike, config: ELMConfig | None = None
+               ) -> tuple[ELMConfig, Params]:
+    """Read a model directory written by `save_model`.
+
+    Args:
+      directory: the model directory.
+      config: if given, the stored config must equal it (ValueError naming the fields
+        that differ otherwise).
+    Returns: (config, params) with numpy-backed jax arrays on the default device.
+    """
+    stored = read_model_config(directory)
+    if config is not None and config != stored:
+        diff = [f"{k}: stored {v!r} vs requested {config.to_dict()[k]!r}"
+                for k, v in stored.to_dict().items()
+                if config.to_dict()[k] != v and k != "routing_table"]
+        if stored.routing_table != config.routing_table:
+            diff.append("routing_table differs")
+        raise ValueError(f"checkpoint {directory} was saved with another config: "
+                         + "; ".join(diff))
+    params_dir = Path(directory) / "params"
+    try:
+        restored = _checkpointer().restore(params_dir.absolute())
+    except Exception as err:  # orbax raises several types for corrupt trees
+        raise ValueError(f"could not read parameters from {params_dir}: {err}") from None
+    restored = _as_param_dict(restored)
+    try:
+        check_params(restored, stored)
+    except ValueError as err:
+        raise ValueError(f"{params_dir} does not match its config.json: {err}") from None
+    return stored, restored
+
+
+def _as_param_dict(tree: Any) -> Params:
+    # Orbax may restore lists as dicts keyed "0", "1", ...: normalise the MLP to a list.
+    mlp = tree.get("mlp") if isinstance(tree, dict) else None
+    if isinstance(mlp, dict):
+        tree = dict(tree, mlp=[mlp[k] for k in sorted(mlp, key=int)])
+    return jax.tree_util.tree_map(jax.numpy.asarray, tree)

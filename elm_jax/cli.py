@@ -1,0 +1,141 @@
+"""The ``elm-jax`` command line: ``convert``, ``predict``, ``demo``.
+
+Run ``elm-jax -h`` or ``elm-jax COMMAND -h`` for the options of each command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoints.convert import load_torch_checkpoint
+    from .checkpoints.model_dir import save_model
+    from .params import count_params
+
+    config, params = load_torch_checkpoint(args.torch_checkpoint, args.config)
+    save_model(args.out, config, params, overwrite=args.overwrite,
+               extra={"source": str(args.torch_checkpoint)})
+    print(f"converted {args.torch_checkpoint} -> {args.out} "
+          f"(variant={config.variant}, d_m={config.num_memory}, "
+          f"{count_params(config)} trained parameters)")
+    return 0
+
+
+def _load_x(path: str, num_input: int):
+    import numpy as np
+
+    try:
+        x = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"input file {path} does not exist") from None
+    except ValueError as err:
+        raise ValueError(f"input file {path} is not a readable .npy array: {err}") from None
+    if x.ndim != 3 or x.shape[-1] != num_input:
+        raise ValueError(f"input {path}: expected shape (batch, time, num_input={num_input}),"
+                         f" got {x.shape} (for one sequence save x[None])")
+    return x
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .apply import apply
+    from .checkpoints.model_dir import load_model
+
+    config, params = load_model(args.checkpoint)
+    x = _load_x(args.input, config.num_input)
+    ys, memories = [], []
+    for start in range(0, x.shape[0], args.batch_size):
+        y, states = apply(params, x[start:start + args.batch_size], config,
+                          return_states=True)
+        ys.append(np.asarray(y))
+        memories.append(np.asarray(states["memory"]))
+    np.save(args.output, np.concatenate(ys))
+    if args.states:
+        np.savez(args.states, memory=np.concatenate(memories))
+    print(f"wrote {args.output}: y {np.concatenate(ys).shape}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import jax
+    import numpy as np
+
+    from .apply import apply
+    from .checkpoints.model_dir import load_model
+    from .config import ELMConfig
+    from .data.neuronio_like import neuronio_like_spikes
+    from .params import count_params, init_params
+    from .plots import plot_run
+
+    if args.checkpoint:
+        config, params = load_model(args.checkpoint)
+        source = f"checkpoint {args.checkpoint}"
+    else:
+        config = ELMConfig.preset(args.preset)
+        params = init_params(jax.random.key(args.seed), config)
+        source = f"preset {args.preset}, random init (seed {args.seed})"
+    x = neuronio_like_spikes(args.seed, 1, args.time, config.num_input)
+    y, states = apply(params, x, config, return_states=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / "demo_run.npz", x=x, y=np.asarray(y), memory=np.asarray(states["memory"]),
+             branch_traces=np.asarray(states["branch_traces"]))
+    plot_run(out / "demo_run.png", x[0], np.asarray(y[0]), np.asarray(states["memory"][0]),
+             title=f"ELM ({config.variant}, d_m={config.num_memory}, "
+                   f"{count_params(config)} params) - {source}")
+    summary = {"source": source, "time_steps": args.time, "y_shape": list(y.shape),
+               "y_finite": bool(np.isfinite(np.asarray(y)).all()),
+               "files": [str(out / "demo_run.png"), str(out / "demo_run.npz")]}
+    (out / "demo_summary.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elm-jax", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("convert", help="convert a published PyTorch checkpoint (no torch needed)")
+    p.add_argument("--torch-checkpoint", required=True, help="reference state dict (.pt)")
+    p.add_argument("--config", required=True, help="reference model_config.json")
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("predict", help="run a model directory over inputs from a .npy file")
+    p.add_argument("--checkpoint", required=True, help="model directory (from convert/train)")
+    p.add_argument("--input", required=True, help=".npy array (batch, time, num_input)")
+    p.add_argument("--output", required=True, help=".npy file for y (batch, time, num_output)")
+    p.add_argument("--states", help="optional .npz file for the memory trajectory")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("demo", help="run a model over NeuronIO-like input and plot it")
+    p.add_argument("--preset", default="neuronio_branch_dm15",
+                   help="ELMConfig preset when no --checkpoint is given")
+    p.add_argument("--checkpoint", help="model directory to run instead of a preset")
+    p.add_argument("--time", type=int, default=2000, help="time steps (ms)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="demo", help="output directory")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``elm-jax`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"elm-jax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

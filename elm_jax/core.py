@@ -1,0 +1,175 @@
+"""The ELM neuron step, as plain functions.
+
+Per time step (paper Eq. 1; Spieler et al., ICLR 2024), with ``x_t: (..., num_input)``::
+
+    b_t  = kappa_s * b_{t-1} + x_t @ R                  branch traces (R: routing x w_s)
+    dm_t = 1.7159 * tanh(2/3 * MLP([b_t, kappa_m * m_{t-1}]))
+    m_t  = kappa_m * m_{t-1} + u * dm_t                 memory update
+    y_t  = m_t @ W_y + b_y                              readout
+
+with ``kappa_s = exp(-dt / tau_s)``, ``kappa_m = exp(-dt / tau_m)`` and the update scale
+``u = lambda * (1 - kappa_m)`` for ``variant="elm"`` or ``u = 1 - exp(-dt * lambda /
+tau_m)`` for ``variant="branch_elm"``.  Since the synaptic traces are linear with one
+time constant, the branch trace ``b_t`` equals the per-branch sum of the per-synapse
+traces ``s_t = kappa_s * s_{t-1} + w_s * x_routed`` of the reference's v1 code: the
+model keeps one trace per branch for both variants (see `elm_jax.routing`).
+
+`prepare` turns parameters into the per-call constants `Dynamics`; `memory_update` is
+the only part that depends on the memory; `step` is one full time step.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .config import ELMConfig
+from .params import Params, check_params
+from .routing import branch_input_matrix
+
+TANH_SCALE = 1.7159
+TANH_SLOPE = 2.0 / 3.0
+
+
+class ELMState(NamedTuple):
+    """Recurrent state of a batch of ELM neurons.
+
+    Attributes:
+      branch_traces: (..., num_branch) branch (summed synaptic) traces ``b``.
+      memory: (..., num_memory) memory units ``m``.
+    """
+
+    branch_traces: jax.Array
+    memory: jax.Array
+
+
+class Dynamics(NamedTuple):
+    """Constants of one forward call, derived from the parameters by `prepare`.
+
+    Attributes:
+      input_matrix: (num_input, num_branch) ``R``, routing and w_s folded together.
+      trace_decay: () ``kappa_s``.
+      memory_decay: (num_memory,) ``kappa_m``.
+      update_scale: (num_memory,) ``u`` (variant-dependent, see module docstring).
+      mlp: list of {"kernel": (in, out), "bias": (out,)}.
+      readout: {"kernel": (num_memory, num_output), "bias": (num_output,)}.
+    """
+
+    input_matrix: jax.Array
+    trace_decay: jax.Array
+    memory_decay: jax.Array
+    update_scale: jax.Array
+    mlp: list
+    readout: dict
+
+
+def scaled_tanh(x: jax.Array) -> jax.Array:
+    """LeCun's scaled tanh ``1.7159 * tanh(2x/3)`` (the reference's ``custom_tanh``)."""
+    return TANH_SCALE * jnp.tanh(TANH_SLOPE * x)
+
+
+def memory_tau(params: Params, config: ELMConfig) -> jax.Array:
+    """tau_m (num_memory,) in ms: the scaled sigmoid of ``tau_m_raw`` (frozen unless learned)."""
+    raw = params["tau_m_raw"]
+    if not config.learn_memory_tau:
+        raw = jax.lax.stop_gradient(raw)
+    lo, hi = config.memory_tau_min, config.memory_tau_max
+    return (hi - lo) * jax.nn.sigmoid(raw) + lo
+
+
+def synapse_weights(params: Params) -> jax.Array:
+    """w_s (num_synapse,) = relu(w_s_raw), kept non-negative."""
+    return jax.nn.relu(params["w_s_raw"])
+
+
+def prepare(params: Params, config: ELMConfig) -> Dynamics:
+    """Derive the per-call constants of the dynamics from `params` (validated)."""
+    check_params(params, config)
+    dtype = params["w_s_raw"].dtype
+    tau_m = jnp.maximum(memory_tau(params, config), 1e-6)
+    memory_decay = jnp.exp(-config.delta_t / tau_m)
+    if config.variant == "elm":
+        update_scale = config.lambda_value * (1.0 - memory_decay)
+    else:
+        update_scale = 1.0 - jnp.exp(-config.delta_t * config.lambda_value / tau_m)
+    trace_decay = jnp.exp(jnp.asarray(-config.delta_t / max(config.tau_s, 1e-6), dtype))
+    return Dynamics(
+        input_matrix=branch_input_matrix(synapse_weights(params), config),
+        trace_decay=trace_decay,
+        memory_decay=memory_decay,
+        update_scale=update_scale,
+        mlp=list(params["mlp"]),
+        readout=params["readout"],
+    )
+
+
+def _activation(config: ELMConfig):
+    return jax.nn.relu if config.mlp_activation == "relu" else jax.nn.silu
+
+
+def memory_update(dyn: Dynamics, memory: jax.Array, branch_traces: jax.Array,
+                  config: ELMConfig) -> jax.Array:
+    """New memory ``m_t`` from ``m_{t-1}`` and the current branch traces ``b_t``.
+
+    Args:
+      dyn: constants from `prepare`.
+      memory: (..., num_memory) ``m_{t-1}``.
+      branch_traces: (..., num_branch) ``b_t``.
+    Returns: (..., num_memory) ``m_t``.
+    """
+    decayed = dyn.memory_decay * memory
+    first = dyn.mlp[0]
+    nb = config.num_branch
+    h = branch_traces @ first["kernel"][:nb] + decayed @ first["kernel"][nb:] + first["bias"]
+    act = _activation(config)
+    for layer in dyn.mlp[1:]:
+        h = act(h) @ layer["kernel"] + layer["bias"]
+    return decayed + dyn.update_scale * scaled_tanh(h)
+
+
+def readout(dyn: Dynamics, memory: jax.Array) -> jax.Array:
+    """Linear readout ``y = m @ W_y + b_y``: (..., num_memory) -> (..., num_output)."""
+    return memory @ dyn.readout["kernel"] + dyn.readout["bias"]
+
+
+def initial_state(config: ELMConfig, batch_shape: tuple[int, ...] = (),
+                  dtype=jnp.float32) -> ELMState:
+    """All-zero state (the reference's s_0 = 0, m_0 = 0) for a batch of `batch_shape`."""
+    return ELMState(jnp.zeros((*batch_shape, config.num_branch), dtype),
+                    jnp.zeros((*batch_shape, config.num_memory), dtype))
+
+
+def check_input(x: jax.Array, config: ELMConfig, name: str, layout: str,
+                ndim: int | None) -> None:
+    """Raise ValueError if `x` has the wrong rank, feature size or dtype."""
+    shape = tuple(getattr(x, "shape", ()))
+    if (ndim is not None and len(shape) != ndim) or not shape or \
+            shape[-1] != config.num_input:
+        raise ValueError(f"{name}: expected shape {layout} with num_input="
+                         f"{config.num_input}, got {shape}")
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or not (jnp.issubdtype(dtype, jnp.floating)
+                             or jnp.issubdtype(dtype, jnp.integer) or dtype == jnp.bool_):
+        raise ValueError(f"{name}: expected a real float, integer or bool dtype, got {dtype}")
+
+
+def step(params: Params, state: ELMState, x_t: jax.Array, config: ELMConfig
+         ) -> tuple[ELMState, jax.Array]:
+    """One ELM time step.
+
+    Args:
+      params: parameter dict (`elm_jax.init_params`).
+      state: `ELMState` with branch_traces (..., num_branch), memory (..., num_memory).
+      x_t: (..., num_input) input at this step (float, int or bool; cast to the
+        parameter dtype).
+      config: the model configuration.
+    Returns: ``(new_state, y_t)`` with y_t (..., num_output).
+    """
+    check_input(x_t, config, "x_t", "(..., num_input)", None)
+    dyn = prepare(params, config)
+    x_t = jnp.asarray(x_t, dyn.input_matrix.dtype)
+    traces = dyn.trace_decay * state.branch_traces + x_t @ dyn.input_matrix
+    memory = memory_update(dyn, state.memory, traces, config)
+    return ELMState(traces, memory), readout(dyn, memory)

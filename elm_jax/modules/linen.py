@@ -1,0 +1,79 @@
+"""Flax linen shells: `ELMCell` (an `nn.RNNCellBase` for `nn.RNN`) and `ELMSequence`.
+
+Both keep the whole `elm_jax` parameter dict under one linen parameter named ``"elm"``,
+so ``variables = {"params": {"elm": params}}`` with ``params`` from
+`elm_jax.init_params` or `elm_jax.load_torch_checkpoint` gives exactly the same outputs
+as the pure functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ..apply import apply
+from ..config import ELMConfig
+from ..core import ELMState, initial_state, step
+from ..params import init_params
+
+
+def _elm_param(module: nn.Module, config: ELMConfig, dtype) -> dict:
+    return module.param("elm", lambda key: init_params(key, config, dtype))
+
+
+class ELMCell(nn.RNNCellBase):
+    """One ELM time step as a linen RNN cell: ``nn.RNN(ELMCell(config))(x)``.
+
+    Attributes:
+      config: the `ELMConfig`.
+      param_dtype: dtype of the parameters and the carry.
+
+    ``__call__(carry, x_t)`` with carry an `ELMState` (branch_traces (..., num_branch),
+    memory (..., num_memory)) and x_t (..., num_input) returns ``(carry, y_t)`` with
+    y_t (..., num_output).
+    """
+
+    config: ELMConfig
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, carry: ELMState, inputs: jax.Array) -> tuple[ELMState, jax.Array]:
+        params = _elm_param(self, self.config, self.param_dtype)
+        return step(params, carry, inputs, self.config)
+
+    @nn.nowrap
+    def initialize_carry(self, rng: jax.Array, input_shape: tuple[int, ...]) -> ELMState:
+        """Zero carry for inputs of shape (*batch, num_input) (rng is unused)."""
+        del rng
+        return initial_state(self.config, tuple(input_shape[:-1]), self.param_dtype)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+class ELMSequence(nn.Module):
+    """A whole ELM sequence pass (`elm_jax.apply`) as a linen module.
+
+    Attributes:
+      config: the `ELMConfig`.
+      param_dtype: dtype of the parameters.
+      unroll, remat: forwarded to `elm_jax.apply`.
+
+    ``__call__(x, return_states=False)``: x (batch, time, num_input) -> y (batch, time,
+    num_output) (and the states dict of `elm_jax.apply` when asked).
+    """
+
+    config: ELMConfig
+    param_dtype: Any = jnp.float32
+    unroll: int = 1
+    remat: str = "none"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, return_states: bool = False):
+        params = _elm_param(self, self.config, self.param_dtype)
+        return apply(params, x, self.config, unroll=self.unroll, remat=self.remat,
+                     return_states=return_states)

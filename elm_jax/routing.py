@@ -1,0 +1,110 @@
+"""Input-to-synapse routing: which input channel feeds each synapse slot.
+
+A routing table is an integer vector of length ``num_synapse = num_branch *
+num_synapse_per_branch``; entry ``j`` is the input index feeding synapse ``j`` or ``-1``
+for an empty slot.  Synapse ``j`` belongs to branch ``j // num_synapse_per_branch``.
+
+Because the synaptic traces are linear and share one time constant, the per-branch sum
+of per-synapse traces equals a trace of the per-branch sum of weighted inputs.  The
+model therefore never gathers inputs per synapse inside the recurrence: it multiplies
+the input by a dense ``(num_input, num_branch)`` matrix built once per call from the
+synapse weights (`branch_input_matrix`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from .config import ELMConfig
+
+
+def interleave_exc_inh(num_input: int) -> np.ndarray:
+    """Order ``[e0, i0, e1, i1, ...]`` for inputs laid out as ``[e0..e_{n/2-1}, i0..]``.
+
+    Returns: (num_input,) int64 input indices.
+    """
+    position = np.arange(num_input)
+    return (position % 2) * (num_input // 2) + position // 2
+
+
+def overlapping_windows(num_input: int, num_windows: int, window: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of ``window`` consecutive positions, ``ceil(num_input/num_windows)`` apart.
+
+    Returns: positions (num_windows * window,) int64, clipped to ``num_input - 1``, and
+    valid (num_windows * window,) bool, False where a window runs past the end.
+    """
+    stride = math.ceil(num_input / num_windows)
+    positions = np.arange(num_windows)[:, None] * stride + np.arange(window)[None, :]
+    valid = positions < num_input
+    return np.minimum(positions, num_input - 1).reshape(-1), valid.reshape(-1)
+
+
+@functools.lru_cache(maxsize=64)
+def routing_table(config: ELMConfig) -> np.ndarray:
+    """The input index of every synapse slot for `config` (``-1`` = empty slot).
+
+    ``config.routing_table`` wins when set (e.g. a table read from a checkpoint);
+    otherwise the table is generated as the reference implementation builds it:
+    identity for ``"none"``, uniform draws with replacement for ``"random"`` (NumPy
+    generator seeded with ``config.routing_seed``; the reference used torch's RNG, so
+    draws differ but follow the same distribution), interleaved overlapping windows for
+    ``"neuronio"``.
+
+    Returns: (num_synapse,) int32, read-only (cached per config).
+    """
+    table = _build_routing_table(config)
+    table.setflags(write=False)
+    return table
+
+
+def _build_routing_table(config: ELMConfig) -> np.ndarray:
+    if config.routing_table is not None:
+        return np.asarray(config.routing_table, dtype=np.int32)
+    if config.routing == "none":
+        return np.arange(config.num_input, dtype=np.int32)
+    if config.routing == "random":
+        rng = np.random.default_rng(config.routing_seed)
+        return rng.integers(0, config.num_input, size=config.num_synapse).astype(np.int32)
+    positions, valid = overlapping_windows(config.num_input, config.num_branch,
+                                           config.num_synapse_per_branch)
+    table = interleave_exc_inh(config.num_input)[positions]
+    return np.where(valid, table, -1).astype(np.int32)
+
+
+def branch_input_matrix(w_s: jnp.ndarray, config: ELMConfig) -> jnp.ndarray:
+    """Dense matrix ``R`` with ``x_t @ R`` = per-branch sum of ``w_s * routed inputs``.
+
+    ``R[i, b] = sum of w_s[j] over synapses j of branch b fed by input i``.  Built by a
+    scatter-add, differentiable in `w_s`.
+
+    Args:
+      w_s: (num_synapse,) non-negative synapse weights.
+    Returns: (num_input, num_branch) matrix in the dtype of `w_s`.
+    """
+    table = routing_table(config)
+    valid = table >= 0
+    inputs = np.where(valid, table, 0)
+    branches = np.arange(config.num_synapse) // config.num_synapse_per_branch
+    weights = jnp.where(jnp.asarray(valid), w_s, jnp.zeros_like(w_s))
+    matrix = jnp.zeros((config.num_input, config.num_branch), dtype=w_s.dtype)
+    return matrix.at[inputs, branches].add(weights)
+
+
+def route_to_synapses(x: jnp.ndarray, config: ELMConfig) -> jnp.ndarray:
+    """Gather the input of every synapse slot (zero for empty slots).
+
+    Only used to report per-synapse traces; the recurrence uses `branch_input_matrix`.
+
+    Args:
+      x: (..., num_input).
+    Returns: (..., num_synapse).
+    """
+    table = routing_table(config)
+    valid = jnp.asarray(table >= 0)
+    gathered = jnp.take(x, jnp.asarray(np.maximum(table, 0)), axis=-1)
+    return jnp.where(valid, gathered, jnp.zeros_like(gathered))

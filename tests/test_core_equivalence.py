@@ -1,0 +1,117 @@
+"""`elm_jax.apply` and `elm_jax.step` against an independent float64 NumPy loop."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import elm_jax
+from elm_jax.routing import routing_table
+from reference_numpy import numpy_forward, numpy_routing
+
+ROUTINGS = {
+    # name: (num_input, num_branch, num_synapse_per_branch)
+    "none": (6, 3, 2),
+    "random": (5, 4, 3),
+    "neuronio": (12, 4, 5),
+}
+
+
+def make_config(routing, variant, layers, activation, **kw):
+    num_input, num_branch, per_branch = ROUTINGS[routing]
+    base = dict(num_input=num_input, num_output=3, num_memory=4, mlp_num_layers=layers,
+                mlp_hidden_size=7, mlp_activation=activation, num_branch=num_branch,
+                num_synapse_per_branch=per_branch, routing=routing, routing_seed=3,
+                variant=variant, lambda_value=3.0, tau_s=4.0, memory_tau_min=1.5,
+                memory_tau_max=40.0, delta_t=0.7)
+    base.update(kw)
+    return elm_jax.ELMConfig(**base)
+
+
+def random_params(config, seed=0, dtype=jnp.float64):
+    """init_params plus random w_s and tau_m so no parameter is at a special value."""
+    key_init, key_ws, key_tau = jax.random.split(jax.random.key(seed), 3)
+    params = elm_jax.init_params(key_init, config, dtype)
+    params["w_s_raw"] = jax.random.uniform(key_ws, params["w_s_raw"].shape, dtype, -0.3, 1.5)
+    params["tau_m_raw"] = params["tau_m_raw"] + jax.random.normal(key_tau, (config.num_memory,), dtype)
+    return params
+
+
+def reference(params, x, config):
+    table = numpy_routing(config.num_input, config.num_branch, config.num_synapse_per_branch,
+                          config.routing, table=routing_table(config))
+    return numpy_forward(params, x, table=table, num_branch=config.num_branch,
+                         tau_s=config.tau_s, delta_t=config.delta_t,
+                         lambda_value=config.lambda_value, tau_min=config.memory_tau_min,
+                         tau_max=config.memory_tau_max, variant=config.variant,
+                         activation=config.mlp_activation)
+
+
+CASES = list(itertools.product(ROUTINGS, ("elm", "branch_elm"), (0, 1, 2), ("relu", "silu")))
+
+
+@pytest.mark.parametrize("routing,variant,layers,activation", CASES)
+def test_apply_matches_float64_loop(x64, routing, variant, layers, activation):
+    config = make_config(routing, variant, layers, activation)
+    params = random_params(config)
+    x = np.random.default_rng(1).normal(size=(2, 23, config.num_input))
+    want = reference(params, x, config)
+    y, states = elm_jax.apply(params, jnp.asarray(x), config, return_states=True)
+    assert y.dtype == jnp.float64
+    np.testing.assert_allclose(y, want["y"], rtol=0, atol=1e-10)
+    np.testing.assert_allclose(states["memory"], want["memory"], rtol=0, atol=1e-10)
+    key = "synapse_traces" if variant == "elm" else "branch_traces"
+    np.testing.assert_allclose(states[key], want["traces"], rtol=0, atol=1e-10)
+
+
+def test_neuronio_routing_matches_independent_construction():
+    config = elm_jax.ELMConfig.preset("neuronio_branch_dm15")
+    table = routing_table(config)
+    want = numpy_routing(1278, 45, 100, "neuronio")
+    np.testing.assert_array_equal(table, want)
+    valid_per_branch = (table.reshape(45, 100) >= 0).sum(1)
+    assert list(valid_per_branch[-4:]) == [89, 60, 31, 2]
+    assert set(np.bincount(table[table >= 0], minlength=1278)) <= {1, 2, 3, 4}
+
+
+@pytest.mark.parametrize("variant", ["elm", "branch_elm"])
+def test_step_loop_matches_apply(x64, variant):
+    config = make_config("neuronio", variant, 1, "relu", learn_memory_tau=True)
+    params = random_params(config, seed=5)
+    x = jnp.asarray(np.random.default_rng(2).integers(-1, 2, size=(3, 17, 12)), jnp.int8)
+    y_scan, final = elm_jax.apply(params, x, config, return_final_state=True)
+    state = elm_jax.initial_state(config, (3,), jnp.float64)
+    ys = []
+    for t in range(x.shape[1]):
+        state, y_t = elm_jax.step(params, state, x[:, t], config)
+        ys.append(y_t)
+    np.testing.assert_allclose(jnp.stack(ys, 1), y_scan, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(state.memory, final.memory, rtol=0, atol=1e-12)
+
+
+def test_continuing_from_final_state_equals_one_pass(x64):
+    config = make_config("random", "elm", 1, "silu")
+    params = random_params(config, seed=7)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 30, config.num_input)))
+    y_full = elm_jax.apply(params, x, config)
+    y_a, state = elm_jax.apply(params, x[:, :13], config, return_final_state=True)
+    y_b = elm_jax.apply(params, x[:, 13:], config, initial=state)
+    np.testing.assert_allclose(jnp.concatenate([y_a, y_b], 1), y_full, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("unroll,remat", [(1, "step"), (4, "none"), (5, "step")])
+def test_unroll_and_remat_do_not_change_results(x64, unroll, remat):
+    config = make_config("none", "branch_elm", 2, "relu")
+    params = random_params(config, seed=9)
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(2, 19, config.num_input)))
+    loss = lambda p, **kw: jnp.sum(elm_jax.apply(p, x, config, **kw) ** 2)  # noqa: E731
+    np.testing.assert_allclose(loss(params, unroll=unroll, remat=remat), loss(params),
+                               rtol=1e-13)
+    g0 = jax.grad(loss)(params)
+    g1 = jax.grad(lambda p: loss(p, unroll=unroll, remat=remat))(params)
+    for a, b in zip(jax.tree_util.tree_leaves(g0), jax.tree_util.tree_leaves(g1)):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
