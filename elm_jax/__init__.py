@@ -11,13 +11,15 @@ Public API (shapes follow one convention, ``(batch, time, features)``):
 """
 
 from .apply import apply
+from .checkpoints.convert import load_torch_checkpoint
 from .config import ELMConfig, PRESETS
 from .core import ELMState, initial_state, step
+from .modules import ELMCell, ELMSequence, NNXELM
 from .params import check_params, count_params, init_params, trainable_mask
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ELMConfig", "PRESETS", "ELMState", "apply", "check_params", "count_params",
-    "init_params", "initial_state", "step", "trainable_mask", "__version__",
+    "ELMCell", "ELMConfig", "ELMSequence", "ELMState", "NNXELM", "PRESETS", "apply", "check_params", "count_params",
+    "init_params", "initial_state", "load_torch_checkpoint", "step", "trainable_mask", "__version__",
 ]

@@ -8,6 +8,7 @@ matmul over all tokens).  The loop carries the branch traces and the memory.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -56,6 +57,8 @@ def linear_trace(decay: jax.Array, inputs: jax.Array) -> jax.Array:
     return jnp.swapaxes(out, 0, 1)
 
 
+@functools.partial(jax.jit, static_argnames=("config", "unroll", "remat", "return_states",
+                                             "return_final_state"))
 def apply(params: Params, x: jax.Array, config: ELMConfig, *, unroll: int = 1,
           remat: str = "none", initial: ELMState | None = None,
           return_states: bool = False, return_final_state: bool = False) -> Any:
@@ -79,6 +82,9 @@ def apply(params: Params, x: jax.Array, config: ELMConfig, *, unroll: int = 1,
       return_final_state: also return the final `ELMState` (to continue a sequence).
     Returns: y (batch, time, num_output), followed by the states dict and/or the final
       state when requested, as a tuple.
+
+    `apply` is jit-compiled with `config` and the keyword options static; it also
+    composes with an outer `jax.jit`, `jax.grad` and `jax.vmap`.
     """
     check_input(x, config, "x", "(batch, time, num_input)", 3)
     if remat not in REMAT_MODES:
