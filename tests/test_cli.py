@@ -1,0 +1,36 @@
+"""The console script and the README's main-job command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+
+from elm_jax.cli import main as cli_main
+
+
+def test_demo_writes_plot_and_run(tmp_path):
+    out = tmp_path / "demo"
+    assert cli_main(["demo", "--preset", "neuronio_branch_dm15", "--time", "120",
+                     "--out", str(out)]) == 0
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["y_shape"] == [1, 120, 2] and summary["y_finite"]
+    run = np.load(out / "demo_run.npz")
+    assert run["memory"].shape == (1, 120, 15) and run["x"].shape == (1, 120, 1278)
+    assert (out / "demo_run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_preset_is_a_clear_error(tmp_path, capsys):
+    assert cli_main(["demo", "--preset", "bogus", "--out", str(tmp_path)]) == 2
+    assert "unknown ELMConfig preset 'bogus'" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("elm-jax")
+    assert exe, "the elm-jax console script is not on PATH (pip install -e .)"
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for command in ("convert", "predict", "demo"):
+        assert command in result.stdout
