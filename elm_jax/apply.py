@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from .config import ELMConfig
-from .core import (Dynamics, ELMState, check_input, initial_state, memory_update,
+from .core import (Dynamics, ELMState, check_input, initial_state, matmul, memory_update,
                    prepare, readout, synapse_weights)
 from .params import Params
 from .routing import route_to_synapses
@@ -24,7 +24,7 @@ REMAT_MODES = ("none", "step")
 
 
 def _run_core(dyn: Dynamics, drive: jax.Array, state: ELMState, config: ELMConfig,
-              unroll: int, remat: str) -> tuple[ELMState, jax.Array, jax.Array]:
+              unroll: int, remat: str, compute_dtype) -> tuple[ELMState, jax.Array, jax.Array]:
     """Sequential recurrence over time-major `drive` (T, B, num_branch).
 
     Returns: final state, branch traces (T, B, num_branch), memory (T, B, num_memory).
@@ -32,7 +32,7 @@ def _run_core(dyn: Dynamics, drive: jax.Array, state: ELMState, config: ELMConfi
 
     def body(carry: ELMState, drive_t: jax.Array):
         traces = dyn.trace_decay * carry.branch_traces + drive_t
-        memory = memory_update(dyn, carry.memory, traces, config)
+        memory = memory_update(dyn, carry.memory, traces, config, compute_dtype)
         return ELMState(traces, memory), (traces, memory)
 
     if remat == "step":
@@ -58,10 +58,11 @@ def linear_trace(decay: jax.Array, inputs: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("config", "unroll", "remat", "return_states",
-                                             "return_final_state"))
+                                             "return_final_state", "compute_dtype"))
 def apply(params: Params, x: jax.Array, config: ELMConfig, *, unroll: int = 1,
           remat: str = "none", initial: ELMState | None = None,
-          return_states: bool = False, return_final_state: bool = False) -> Any:
+          return_states: bool = False, return_final_state: bool = False,
+          compute_dtype: Any = None) -> Any:
     """Run the ELM over a batch of sequences.
 
     Args:
@@ -80,6 +81,9 @@ def apply(params: Params, x: jax.Array, config: ELMConfig, *, unroll: int = 1,
         ``variant="elm"``, ``"synapse_traces"`` (batch, time, num_synapse), the
         reference's per-synapse traces (computed only when asked for).
       return_final_state: also return the final `ELMState` (to continue a sequence).
+      compute_dtype: optional matmul operand dtype, e.g. ``jnp.bfloat16`` for mixed
+        precision: parameters, the recurrent state and all accumulations stay in the
+        parameter dtype (float32), only matmul operands are cast.
     Returns: y (batch, time, num_output), followed by the states dict and/or the final
       state when requested, as a tuple.
 
@@ -99,10 +103,11 @@ def apply(params: Params, x: jax.Array, config: ELMConfig, *, unroll: int = 1,
         initial = initial_state(config, (batch,), dtype)
     else:
         _check_state(initial, config, batch)
-    drive = jnp.einsum("bti,ik->tbk", x, dyn.input_matrix)
-    final, traces, memory = _run_core(dyn, drive, initial, config, unroll, remat)
+    drive = matmul(jnp.swapaxes(x, 0, 1), dyn.input_matrix, compute_dtype)
+    final, traces, memory = _run_core(dyn, drive, initial, config, unroll, remat,
+                                      compute_dtype)
     memory = jnp.swapaxes(memory, 0, 1)
-    y = readout(dyn, memory)
+    y = readout(dyn, memory, compute_dtype)
     outputs: list[Any] = [y]
     if return_states:
         states = {"memory": memory, "branch_traces": jnp.swapaxes(traces, 0, 1)}

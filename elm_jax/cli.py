@@ -6,9 +6,15 @@ Run ``elm-jax -h`` or ``elm-jax COMMAND -h`` for the options of each command.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
+
+#: Modules that add subcommands: each defines ``register(subparsers)``, which adds its
+#: parsers with ``set_defaults(func=...)``; a func returns the exit code.
+COMMAND_MODULES = ("elm_jax.train.cli", "elm_jax.data.neuronio_cli", "elm_jax.bench.cli")
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -123,6 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="demo", help="output directory")
     p.set_defaults(func=_cmd_demo)
+
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name.rsplit(".", 1)[0]) is None:
+            continue
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(sub)
     return parser
 
 

@@ -105,33 +105,45 @@ def prepare(params: Params, config: ELMConfig) -> Dynamics:
     )
 
 
+def matmul(a: jax.Array, w: jax.Array, compute_dtype=None) -> jax.Array:
+    """``a @ w``; with `compute_dtype` (e.g. bfloat16) the operands are cast to it and
+    the product is accumulated and returned in the dtype of `a`."""
+    if compute_dtype is None or jnp.dtype(compute_dtype) == a.dtype:
+        return a @ w
+    return jnp.matmul(a.astype(compute_dtype), w.astype(compute_dtype),
+                      preferred_element_type=a.dtype)
+
+
 def _activation(config: ELMConfig):
     return jax.nn.relu if config.mlp_activation == "relu" else jax.nn.silu
 
 
 def memory_update(dyn: Dynamics, memory: jax.Array, branch_traces: jax.Array,
-                  config: ELMConfig) -> jax.Array:
+                  config: ELMConfig, compute_dtype=None) -> jax.Array:
     """New memory ``m_t`` from ``m_{t-1}`` and the current branch traces ``b_t``.
 
     Args:
       dyn: constants from `prepare`.
       memory: (..., num_memory) ``m_{t-1}``.
       branch_traces: (..., num_branch) ``b_t``.
+      compute_dtype: optional matmul operand dtype (see `matmul`); the state and the
+        accumulation stay in the parameter dtype.
     Returns: (..., num_memory) ``m_t``.
     """
     decayed = dyn.memory_decay * memory
     first = dyn.mlp[0]
     nb = config.num_branch
-    h = branch_traces @ first["kernel"][:nb] + decayed @ first["kernel"][nb:] + first["bias"]
+    h = (matmul(branch_traces, first["kernel"][:nb], compute_dtype)
+         + matmul(decayed, first["kernel"][nb:], compute_dtype) + first["bias"])
     act = _activation(config)
     for layer in dyn.mlp[1:]:
-        h = act(h) @ layer["kernel"] + layer["bias"]
+        h = matmul(act(h), layer["kernel"], compute_dtype) + layer["bias"]
     return decayed + dyn.update_scale * scaled_tanh(h)
 
 
-def readout(dyn: Dynamics, memory: jax.Array) -> jax.Array:
+def readout(dyn: Dynamics, memory: jax.Array, compute_dtype=None) -> jax.Array:
     """Linear readout ``y = m @ W_y + b_y``: (..., num_memory) -> (..., num_output)."""
-    return memory @ dyn.readout["kernel"] + dyn.readout["bias"]
+    return matmul(memory, dyn.readout["kernel"], compute_dtype) + dyn.readout["bias"]
 
 
 def initial_state(config: ELMConfig, batch_shape: tuple[int, ...] = (),
