@@ -71,6 +71,10 @@ class ELMConfig:
         Overrides the generated table when given.
       delta_t: time step (ms) between inputs.
       variant: ``"elm"`` (v1 update) or ``"branch_elm"`` (v2 update), see module doc.
+      memory_feedback: whether the MLP sees the decayed memory ``kappa_m * m_{t-1}``
+        (True: the published ELM).  False gives the *parallel ELM*: the MLP integrates
+        only the traces, so the memory update is linear in m and the whole model runs
+        as associative scans plus position-wise MLPs (see `elm_jax.backends`).
     """
 
     num_input: int
@@ -92,6 +96,7 @@ class ELMConfig:
     routing_table: tuple[int, ...] | None = dataclasses.field(default=None, repr=False)
     delta_t: float = 1.0
     variant: str = "elm"
+    memory_feedback: bool = True
 
     def __post_init__(self) -> None:
         # Normalise the optional fields so that equal models compare equal.
@@ -111,8 +116,9 @@ class ELMConfig:
 
     @property
     def mlp_input_size(self) -> int:
-        """Width of the MLP input ``[branch traces, kappa_m * m]``."""
-        return self.num_branch + self.num_memory
+        """Width of the MLP input ``[branch traces, kappa_m * m]`` (traces only without
+        memory feedback)."""
+        return self.num_branch + (self.num_memory if self.memory_feedback else 0)
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> None:
@@ -138,6 +144,8 @@ class ELMConfig:
             _fail("w_s_value", self.w_s_value, "a finite number >= 0 (w_s is ReLU-rectified)")
         if not isinstance(self.learn_memory_tau, bool):
             _fail("learn_memory_tau", self.learn_memory_tau, "True or False")
+        if not isinstance(self.memory_feedback, bool):
+            _fail("memory_feedback", self.memory_feedback, "True or False")
         if self.mlp_activation not in ACTIVATIONS:
             _fail("mlp_activation", self.mlp_activation, f"one of {ACTIVATIONS}")
         if self.variant not in VARIANTS:

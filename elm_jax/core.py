@@ -3,7 +3,8 @@
 Per time step (paper Eq. 1; Spieler et al., ICLR 2024), with ``x_t: (..., num_input)``::
 
     b_t  = kappa_s * b_{t-1} + x_t @ R                  branch traces (R: routing x w_s)
-    dm_t = 1.7159 * tanh(2/3 * MLP([b_t, kappa_m * m_{t-1}]))
+    dm_t = 1.7159 * tanh(2/3 * MLP([b_t, kappa_m * m_{t-1}]))   (MLP(b_t) without
+                                                       memory_feedback: parallel ELM)
     m_t  = kappa_m * m_{t-1} + u * dm_t                 memory update
     y_t  = m_t @ W_y + b_y                              readout
 
@@ -133,8 +134,9 @@ def memory_update(dyn: Dynamics, memory: jax.Array, branch_traces: jax.Array,
     decayed = dyn.memory_decay * memory
     first = dyn.mlp[0]
     nb = config.num_branch
-    h = (matmul(branch_traces, first["kernel"][:nb], compute_dtype)
-         + matmul(decayed, first["kernel"][nb:], compute_dtype) + first["bias"])
+    h = matmul(branch_traces, first["kernel"][:nb], compute_dtype) + first["bias"]
+    if config.memory_feedback:
+        h = h + matmul(decayed, first["kernel"][nb:], compute_dtype)
     act = _activation(config)
     for layer in dyn.mlp[1:]:
         h = matmul(act(h), layer["kernel"], compute_dtype) + layer["bias"]

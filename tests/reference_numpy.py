@@ -33,7 +33,7 @@ def numpy_routing(num_input, num_branch, per_branch, routing, table=None):
 
 
 def numpy_forward(params, x, *, table, num_branch, tau_s, delta_t, lambda_value,
-                  tau_min, tau_max, variant, activation):
+                  tau_min, tau_max, variant, activation, memory_feedback=True):
     """Run the ELM step by step in float64.
 
     Args:
@@ -74,7 +74,7 @@ def numpy_forward(params, x, *, table, num_branch, tau_s, delta_t, lambda_value,
         else:
             s = kappa_s * s + (w_s * routed).reshape(B, num_branch, per_branch).sum(-1)
             branch = s
-        h = np.concatenate([branch, kappa_m * m], axis=-1)
+        h = np.concatenate([branch, kappa_m * m], axis=-1) if memory_feedback else branch
         for i, (k, b) in enumerate(layers):
             h = h @ k + b
             if i < len(layers) - 1:

@@ -48,7 +48,8 @@ def reference(params, x, config):
                          tau_s=config.tau_s, delta_t=config.delta_t,
                          lambda_value=config.lambda_value, tau_min=config.memory_tau_min,
                          tau_max=config.memory_tau_max, variant=config.variant,
-                         activation=config.mlp_activation)
+                         activation=config.mlp_activation,
+                         memory_feedback=config.memory_feedback)
 
 
 CASES = list(itertools.product(ROUTINGS, ("elm", "branch_elm"), (0, 1, 2), ("relu", "silu")))

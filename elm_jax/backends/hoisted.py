@@ -1,0 +1,202 @@
+"""The sequential memory core with everything else hoisted out, and its custom backward.
+
+Only ``m_{t-1} -> m_t`` is inherently sequential.  `memory_core` receives the branch
+traces of the whole sequence (computed outside, see `elm_jax.backends.linear`) and runs
+the recurrence in chunks of ``chunk`` steps: per chunk, the trace half of the first MLP
+layer is one ``(chunk*batch, num_branch) @ (num_branch, hidden)`` matmul, and only the
+memory half stays inside the inner `lax.scan`.
+
+The backward pass (`jax.custom_vjp`) stores nothing but the memory trajectory (which
+is the output anyway).  Per chunk, in reverse, it recomputes the chunk's MLP
+activations in parallel from the stored memory (big matmuls), runs the reverse
+recurrence carrying only the memory cotangent ``g`` (d_m floats per sequence), and then
+forms the weight gradients of the chunk as matmuls over all ``chunk*batch`` tokens,
+instead of accumulating a rank-``batch`` update into every weight at every step as
+JAX's transpose of `lax.scan` does.  Memory is O(T * batch * d_m) for the trajectory
+plus O(chunk * batch * hidden) temporaries.
+
+Reverse recurrence (G_t = g_t + external cotangent of m_t):
+
+    dz_L   = G_t * u * dtanh(z_L)                 output layer pre-activation
+    dz_l   = (dz_{l+1} @ W_{l+1}^T) * act'(z_l)     hidden layers, l = L-1 .. 1
+    ddec_t = G_t + dz_1 @ W_1m^T                  cotangent of kappa_m * m_{t-1}
+    g_{t-1} = kappa_m * ddec_t
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ..core import TANH_SCALE, TANH_SLOPE, matmul
+
+
+class CoreWeights(NamedTuple):
+    """Differentiable inputs of the memory core.
+
+    Attributes:
+      w_branch: (num_branch, h1) trace half of the first MLP layer.
+      w_memory: (num_memory, h1) memory half of the first MLP layer.
+      bias: (h1,) first-layer bias.
+      layers: tuple of (kernel (h_in, h_out), bias (h_out,)) for the later layers.
+      decay: (num_memory,) kappa_m.
+      scale: (num_memory,) update scale u.
+    """
+
+    w_branch: jax.Array
+    w_memory: jax.Array
+    bias: jax.Array
+    layers: tuple
+    decay: jax.Array
+    scale: jax.Array
+
+
+def core_weights(dyn, config) -> CoreWeights:
+    """Split `elm_jax.core.Dynamics` into `CoreWeights` (memory-feedback models only)."""
+    first = dyn.mlp[0]
+    nb = config.num_branch
+    return CoreWeights(first["kernel"][:nb], first["kernel"][nb:], first["bias"],
+                       tuple((layer["kernel"], layer["bias"]) for layer in dyn.mlp[1:]),
+                       dyn.memory_decay, dyn.update_scale)
+
+
+def _act(name: str, z: jax.Array) -> jax.Array:
+    return jax.nn.relu(z) if name == "relu" else jax.nn.silu(z)
+
+
+def _act_grad(name: str, z: jax.Array) -> jax.Array:
+    if name == "relu":
+        return (z > 0).astype(z.dtype)
+    sig = jax.nn.sigmoid(z)
+    return sig * (1.0 + z * (1.0 - sig))
+
+
+def _pad_chunks(x: jax.Array, chunk: int) -> jax.Array:
+    """(T, ...) -> (ceil(T/chunk), chunk, ...), zero-padded at the end."""
+    steps = x.shape[0]
+    n = -(-steps // chunk)
+    pad = n * chunk - steps
+    if pad:
+        x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
+    return x.reshape(n, chunk, *x.shape[1:])
+
+
+def _forward(w: CoreWeights, traces: jax.Array, m0: jax.Array, activation: str,
+             chunk: int, unroll: int, compute_dtype: Any) -> jax.Array:
+    steps = traces.shape[0]
+
+    def chunk_body(m, traces_c):
+        pre = matmul(traces_c, w.w_branch, compute_dtype) + w.bias
+
+        def step(m, pre_t):
+            z = pre_t + matmul(w.decay * m, w.w_memory, compute_dtype)
+            for kernel, bias in w.layers:
+                z = matmul(_act(activation, z), kernel, compute_dtype) + bias
+            m = w.decay * m + w.scale * (TANH_SCALE * jnp.tanh(TANH_SLOPE * z))
+            return m, m
+
+        return jax.lax.scan(step, m, pre, unroll=unroll)
+
+    _, ms = jax.lax.scan(chunk_body, m0, _pad_chunks(traces, chunk))
+    return ms.reshape(-1, *m0.shape)[:steps]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _core_vjp(w, traces, m0, activation, chunk, unroll, compute_dtype):
+    return _forward(w, traces, m0, activation, chunk, unroll, compute_dtype)
+
+
+def _core_fwd(w, traces, m0, activation, chunk, unroll, compute_dtype):
+    ms = _forward(w, traces, m0, activation, chunk, unroll, compute_dtype)
+    return ms, (w, traces, m0, ms)
+
+
+def _core_bwd(activation, chunk, unroll, compute_dtype, residuals, g_ms):
+    w, traces, m0, ms = residuals
+    steps = traces.shape[0]
+    ms_chunks = _pad_chunks(ms, chunk)
+    # memory before each chunk: m0, then the last step of every earlier chunk (the
+    # per-step m_{t-1} is rebuilt inside the chunk, so no shifted copy of ms is made)
+    before = jnp.concatenate([m0[None], ms_chunks[:-1, -1]])
+    chunks = (_pad_chunks(traces, chunk), ms_chunks, before, _pad_chunks(g_ms, chunk))
+    mm = functools.partial(matmul, compute_dtype=compute_dtype)
+    tokens = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731  (K, B, f) -> (K*B, f)
+
+    def chunk_body(carry, xs):
+        g, grads = carry
+        traces_c, ms_c, before_c, gext_c = xs
+        mprev_c = jnp.concatenate([before_c[None], ms_c[:-1]])
+        # recompute the chunk's activations in parallel from the stored memory
+        dec = w.decay * mprev_c
+        zs = [mm(traces_c, w.w_branch) + mm(dec, w.w_memory) + w.bias]
+        acts = []
+        for kernel, bias in w.layers:
+            acts.append(_act(activation, zs[-1]))
+            zs.append(mm(acts[-1], kernel) + bias)
+        th = jnp.tanh(TANH_SLOPE * zs[-1])
+        dm = TANH_SCALE * th
+        d_out = w.scale * (TANH_SCALE * TANH_SLOPE) * (1.0 - th * th)
+        d_hidden = [_act_grad(activation, z) for z in zs[:-1]]
+
+        def step(g, xs_t):
+            gext_t, d_out_t, d_hidden_t = xs_t
+            big_g = g + gext_t
+            dz = big_g * d_out_t
+            dzs = [dz]
+            for (kernel, _), d_act in zip(reversed(w.layers), reversed(d_hidden_t)):
+                dz = mm(dz, kernel.T) * d_act
+                dzs.append(dz)
+            ddec = big_g + mm(dz, w.w_memory.T)
+            return w.decay * ddec, (big_g, ddec, tuple(reversed(dzs)))
+
+        g, (big_g, ddec, dzs) = jax.lax.scan(step, g, (gext_c, d_out, tuple(d_hidden)),
+                                             reverse=True, unroll=unroll)
+        dz1 = dzs[0]
+        layer_grads = tuple(
+            (tokens(a).T @ tokens(dz), dz.sum((0, 1)))
+            for a, dz in zip(acts, dzs[1:]))
+        new = CoreWeights(
+            w_branch=tokens(traces_c).T @ tokens(dz1),
+            w_memory=tokens(dec).T @ tokens(dz1),
+            bias=dz1.sum((0, 1)),
+            layers=layer_grads,
+            decay=(ddec * mprev_c).sum((0, 1)),
+            scale=(big_g * dm).sum((0, 1)),
+        )
+        grads = jax.tree_util.tree_map(jnp.add, grads, new)
+        d_traces = mm(dz1, w.w_branch.T)
+        return (g, grads), d_traces
+
+    zero_grads = jax.tree_util.tree_map(jnp.zeros_like, w)
+    (g0, grads), d_traces = jax.lax.scan(chunk_body, (jnp.zeros_like(m0), zero_grads),
+                                         chunks, reverse=True)
+    d_traces = d_traces.reshape(-1, *traces.shape[1:])[:steps]
+    return grads, d_traces, g0
+
+
+_core_vjp.defvjp(_core_fwd, _core_bwd)
+
+
+def memory_core(w: CoreWeights, traces: jax.Array, m0: jax.Array, *, activation: str,
+                chunk: int = 64, unroll: int = 1, compute_dtype: Any = None,
+                custom_backward: bool = True) -> jax.Array:
+    """Memory trajectory of the exact ELM given the branch traces.
+
+    Args:
+      w: `CoreWeights`.
+      traces: (time, batch, num_branch) branch traces b_t (time-major).
+      m0: (batch, num_memory) memory before the first step.
+      activation: ``"relu"`` or ``"silu"``.
+      chunk: steps per chunk (the granularity of the hoisted matmuls and of the
+        backward's recomputation).
+      unroll: `lax.scan` unroll of the inner loops.
+      compute_dtype: optional matmul operand dtype (see `elm_jax.core.matmul`).
+      custom_backward: use the custom VJP (True) or plain autodiff of the same loop.
+    Returns: (time, batch, num_memory) memory m_t after each step.
+    """
+    if custom_backward:
+        return _core_vjp(w, traces, m0, activation, chunk, unroll, compute_dtype)
+    return _forward(w, traces, m0, activation, chunk, unroll, compute_dtype)
