@@ -16,7 +16,8 @@ def test_linen_sequence_equals_apply(x64):
     config = make_config("neuronio", "branch_elm", 1, "relu")
     params = random_params(config, seed=4)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 11, config.num_input)))
-    module = elm_jax.ELMSequence(config, param_dtype=jnp.float64, unroll=2, remat="step")
+    module = elm_jax.ELMSequence(config, param_dtype=jnp.float64, unroll=2, remat="step",
+                                 backend="scan")
     variables = module.init(jax.random.key(0), x)
     assert set(variables["params"]) == {"elm"}
     y = module.apply({"params": {"elm": params}}, x)
@@ -39,6 +40,8 @@ def test_nnx_module_equals_apply_and_step(x64):
     x = jnp.asarray(np.random.default_rng(1).normal(size=(3, 10, config.num_input)))
     model = elm_jax.NNXELM(config, params=params)
     np.testing.assert_allclose(model(x), elm_jax.apply(params, x, config), rtol=0, atol=1e-12)
+    hoisted = elm_jax.NNXELM(config, params=params, backend="hoisted", chunk_size=4)
+    np.testing.assert_allclose(hoisted(x), elm_jax.apply(params, x, config), rtol=0, atol=1e-12)
     state = elm_jax.initial_state(config, (3,), jnp.float64)
     state, y0 = model.step(state, x[:, 0])
     np.testing.assert_allclose(y0, elm_jax.apply(params, x[:, :1], config)[:, 0], atol=1e-12)

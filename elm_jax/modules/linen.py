@@ -61,7 +61,7 @@ class ELMSequence(nn.Module):
     Attributes:
       config: the `ELMConfig`.
       param_dtype: dtype of the parameters.
-      unroll, remat: forwarded to `elm_jax.apply`.
+      backend, unroll, remat, chunk_size, compute_dtype: forwarded to `elm_jax.apply`.
 
     ``__call__(x, return_states=False)``: x (batch, time, num_input) -> y (batch, time,
     num_output) (and the states dict of `elm_jax.apply` when asked).
@@ -69,11 +69,15 @@ class ELMSequence(nn.Module):
 
     config: ELMConfig
     param_dtype: Any = jnp.float32
+    backend: str = "auto"
     unroll: int = 1
-    remat: str = "none"
+    remat: str = "auto"
+    chunk_size: int | None = None
+    compute_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, return_states: bool = False):
         params = _elm_param(self, self.config, self.param_dtype)
-        return apply(params, x, self.config, unroll=self.unroll, remat=self.remat,
-                     return_states=return_states)
+        return apply(params, x, self.config, backend=self.backend, unroll=self.unroll,
+                     remat=self.remat, chunk_size=self.chunk_size,
+                     compute_dtype=self.compute_dtype, return_states=return_states)

@@ -27,18 +27,20 @@ class NNXELM(nnx.Module):
       param_dtype: dtype of the parameters.
       params: optional existing parameter dict (e.g. from `load_torch_checkpoint`)
         instead of a fresh initialisation.
-      unroll, remat: forwarded to `elm_jax.apply`.
+      backend, unroll, remat, chunk_size, compute_dtype: forwarded to `elm_jax.apply`.
     """
 
     def __init__(self, config: ELMConfig, *, rngs: nnx.Rngs | None = None,
                  param_dtype: Any = jnp.float32, params: Params | None = None,
-                 unroll: int = 1, remat: str = "none"):
+                 backend: str = "auto", unroll: int = 1, remat: str = "auto",
+                 chunk_size: int | None = None, compute_dtype: Any = None):
         if params is None:
             if rngs is None:
                 raise ValueError("NNXELM: pass rngs=nnx.Rngs(seed) or params=...")
             params = init_params(rngs.params(), config, param_dtype)
         self.config = config
-        self.unroll, self.remat = unroll, remat
+        self.apply_options = dict(backend=backend, unroll=unroll, remat=remat,
+                                  chunk_size=chunk_size, compute_dtype=compute_dtype)
         mask = trainable_mask(config)
         self.w_s_raw = nnx.Param(params["w_s_raw"])
         tau_type = nnx.Param if mask["tau_m_raw"] else FrozenParam
@@ -60,8 +62,8 @@ class NNXELM(nnx.Module):
 
     def __call__(self, x: jax.Array, return_states: bool = False):
         """x: (batch, time, num_input) -> y: (batch, time, num_output)."""
-        return apply(self.elm_params(), x, self.config, unroll=self.unroll,
-                     remat=self.remat, return_states=return_states)
+        return apply(self.elm_params(), x, self.config, return_states=return_states,
+                     **self.apply_options)
 
     def step(self, state: ELMState, x_t: jax.Array) -> tuple[ELMState, jax.Array]:
         """One time step: x_t (..., num_input) -> (state, y_t (..., num_output))."""
