@@ -1,0 +1,93 @@
+"""The task registry: every task the trainer can run, by name.
+
+Built-in tasks: ``adding`` and ``delayed_recall`` (`elm_jax.tasks.synthetic`).
+
+Adding a task (e.g. NeuronIO, SHD-Adding, LRA) needs no change to the trainer or the
+CLI.  Write a module that builds a `Task` (see `elm_jax.tasks.base` for the contract
+of the data, head, loss, metrics and presets) and calls `register_task` at import time::
+
+    # elm_jax/tasks/neuronio.py  (or elm_jax/data/neuronio_task.py)
+    from elm_jax.tasks import register_task
+    from elm_jax.tasks.base import Task
+    from elm_jax.train.config import Preset, TrainConfig
+
+    def neuronio_loss(pred, target):          # (batch, time, 2) -> (batch, time)
+        ...                                   # 0.5 * BCE(spike) + 0.5 * MSE(soma)
+
+    register_task(Task(
+        name="neuronio", description="...", config_cls=NeuronIOConfig,
+        make_data=NeuronIOData,               # (config, seed) -> TaskData
+        head="per_step", loss=neuronio_loss, metrics={"soma_mse": ..., ...},
+        presets={"paper": Preset(...), "small": Preset(...), "tiny": Preset(...)},
+        default_preset="paper", best_metric="soma_mse", best_mode="min"))
+
+The registry imports the modules in `TASK_MODULES` that exist (so a new file at one of
+those paths is picked up automatically) and any modules named in the environment
+variable ``ELM_JAX_TASK_MODULES`` (comma-separated), e.g. for tasks that live outside
+this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+
+from .base import Task, TaskData, head_outputs
+
+#: Modules imported (when present) to populate the registry.
+TASK_MODULES = ("elm_jax.tasks.synthetic", "elm_jax.tasks.neuronio",
+                "elm_jax.data.neuronio_task", "elm_jax.tasks.shd", "elm_jax.tasks.lra")
+
+_REGISTRY: dict[str, Task] = {}
+_loaded = False
+
+
+def register_task(task: Task, *, replace: bool = False) -> Task:
+    """Add `task` to the registry (ValueError if the name is taken, unless `replace`)."""
+    if not isinstance(task, Task):
+        raise TypeError(f"register_task expects an elm_jax.tasks.base.Task, got "
+                        f"{type(task).__name__}")
+    if task.name in _REGISTRY and not replace and _REGISTRY[task.name] is not task:
+        raise ValueError(f"a task named {task.name!r} is already registered")
+    _REGISTRY[task.name] = task
+    return task
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from . import synthetic
+
+    for task in synthetic.TASKS:
+        register_task(task)
+    extra = [m.strip() for m in os.environ.get("ELM_JAX_TASK_MODULES", "").split(",")
+             if m.strip()]
+    for name in (*TASK_MODULES[1:], *extra):
+        parent = name.rsplit(".", 1)[0]
+        if importlib.util.find_spec(parent) is None or importlib.util.find_spec(name) is None:
+            if name in extra:
+                raise ValueError(f"ELM_JAX_TASK_MODULES names {name!r}, which cannot be "
+                                 f"imported")
+            continue
+        importlib.import_module(name)
+
+
+def get_task(name: str) -> Task:
+    """The registered task `name` (ValueError listing the valid names otherwise)."""
+    _load()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def list_tasks() -> list[Task]:
+    """All registered tasks, sorted by name."""
+    _load()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+__all__ = ["Task", "TaskData", "TASK_MODULES", "get_task", "head_outputs", "list_tasks",
+           "register_task"]
