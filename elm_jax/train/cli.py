@@ -1,0 +1,112 @@
+"""``elm-jax train | eval | tasks`` (registered by `elm_jax.cli` through `register`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    from ..tasks import list_tasks
+
+    for task in list_tasks():
+        print(f"{task.name}: {task.description} [head {task.head}, loss "
+              f"{task.loss if isinstance(task.loss, str) else task.loss.__name__}, "
+              f"default preset {task.default_preset}]")
+        for name, preset in task.presets.items():
+            print(f"  {task.name} --preset {name}: {preset.description}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    if args.distributed:
+        import jax
+
+        jax.distributed.initialize()
+    from .trainer import EXIT_INTERRUPTED, Trainer, resolve_run
+
+    task, run = resolve_run(args.task, args.preset, args.set or [])
+    trainer = Trainer(task, run, args.workdir, resume=args.resume,
+                      progress=not args.no_progress, stop_after_steps=args.stop_after_steps,
+                      command=["elm-jax", *sys.argv[1:]])
+    report = trainer.fit()
+    print(json.dumps(report, indent=1))
+    return 0 if report["status"] == "completed" else EXIT_INTERRUPTED
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ..checkpoints.model_dir import load_model
+    from .trainer import evaluate_params, read_run, resolve_run
+
+    if bool(args.workdir) == bool(args.checkpoint):
+        raise ValueError("give exactly one of --workdir (a training run) or --checkpoint "
+                         "(a model directory)")
+    if args.workdir:
+        task, run, _ = read_run(args.workdir)
+        model_dir = Path(args.workdir) / f"{args.which}_model"
+        if not model_dir.exists():
+            raise FileNotFoundError(f"{model_dir} does not exist (the run has not produced "
+                                    f"its {args.which} model yet)")
+        source = str(model_dir)
+    else:
+        model_dir = Path(args.checkpoint)
+        meta_path = model_dir / "config.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        if "run" in meta:
+            from ..tasks import get_task
+            from .config import run_config_from_dict
+
+            task = get_task(meta["run"]["task_name"])
+            run = run_config_from_dict(meta["run"], task.config_cls)
+        elif args.task:
+            task, run = resolve_run(args.task, args.preset, args.set or [])
+        else:
+            raise ValueError(f"{model_dir} does not record its task; pass --task NAME "
+                             f"[--preset NAME] [--set ...]")
+        source = str(model_dir)
+    config, params = load_model(model_dir, run.model)
+    metrics = evaluate_params(task, run, params, args.split)
+    result = {"source": source, "task": run.task_name, "preset": run.preset,
+              "split": args.split, "metrics": metrics}
+    text = json.dumps(result, indent=1)
+    if args.output:
+        Path(args.output).write_text(text)
+    print(text)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train an ELM on a registered task",
+                              description="Train an ELM on a task (elm-jax tasks lists them).")
+    p.add_argument("--task", required=True, help="task name (see `elm-jax tasks`)")
+    p.add_argument("--preset", help="preset of the task (default: the task's default)")
+    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
+                   help="override a setting, e.g. train.learning_rate=1e-3 "
+                        "model.num_memory=50 task.seq_len=2000 (repeatable)")
+    p.add_argument("--workdir", required=True, help="run directory (checkpoints, logs, report)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --workdir from its latest checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress line")
+    p.add_argument("--stop-after-steps", type=int, default=None,
+                   help="stop as if interrupted after this many steps (testing)")
+    p.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (multi-host runs)")
+    p.set_defaults(func=_cmd_train)
+
+    p = subparsers.add_parser("eval", help="evaluate a trained model on its task's data")
+    p.add_argument("--workdir", help="run directory of `elm-jax train`")
+    p.add_argument("--checkpoint", help="model directory (best_model/, final_model/, convert)")
+    p.add_argument("--which", choices=("best", "final"), default="best",
+                   help="with --workdir: the best (by validation) or the final model")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--task", help="task of a --checkpoint that does not record one")
+    p.add_argument("--preset", help="with --task: the preset")
+    p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
+                   help="with --task: overrides")
+    p.add_argument("--output", help="also write the JSON result to this file")
+    p.set_defaults(func=_cmd_eval)
+
+    p = subparsers.add_parser("tasks", help="list the registered tasks and their presets")
+    p.set_defaults(func=_cmd_tasks)

@@ -1,0 +1,50 @@
+"""Data parallelism with `jax.sharding`: a 1-D mesh over a ``"data"`` axis.
+
+Batches are sharded along their first axis (``P("data")``), the train state is
+replicated (``P()``); `jax.jit` inserts the gradient all-reduce.  The same code runs on
+one device, several CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``),
+several GPUs or TPU cores, and several hosts after `jax.distributed.initialize()`: each
+process computes the same global batch (the data is a pure function of the step) and
+`jax.make_array_from_callback` keeps the shards that live on its devices.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[Any] | None = None) -> Mesh:
+    """A mesh over `devices` (default: every device of every process) named "data"."""
+    devices = list(devices) if devices is not None else jax.devices()
+    return Mesh(np.array(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
+    n = mesh.devices.size
+    if batch_size % n:
+        raise ValueError(f"{what}={batch_size} is not divisible by the {n} devices of the "
+                         f"data mesh; use a multiple of {n}")
+
+
+def put_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+    """Place a global host batch on the mesh, sharded along the batch axis."""
+    out = {}
+    for key, value in batch.items():
+        value = np.asarray(value)
+        out[key] = jax.make_array_from_callback(value.shape, sharding,
+                                                lambda index, v=value: v[index])
+    return out

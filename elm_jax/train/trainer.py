@@ -1,0 +1,555 @@
+"""The generic trainer: any registered task, jit-compiled steps, resumable, observable.
+
+`resolve_run` turns ``(task, preset, --set overrides)`` into a `RunConfig`; `Trainer`
+runs it in a work directory::
+
+    WORKDIR/run.json         resolved config, seed, library versions, git revision, resumes
+    WORKDIR/checkpoints/     Orbax checkpoints (latest N + best by the validation metric)
+    WORKDIR/best_model/      model directory of the best parameters (elm-jax predict/eval)
+    WORKDIR/final_model/     model directory of the final parameters
+    WORKDIR/metrics.jsonl    train / val / test records
+    WORKDIR/tb/              TensorBoard event files
+    WORKDIR/curves.png       training and validation curves (refreshed during training)
+    WORKDIR/report.json      test metrics, parameter count, wall time, throughput
+
+Exact resumption: the training batch of step ``s`` is ``TaskData.train_batch(s)`` and
+the dropout key is ``fold_in(key, s)``, so a run restored from the checkpoint of step
+``s`` continues exactly as the uninterrupted run did.  SIGINT/SIGTERM finish the
+current step, save a checkpoint and stop (a second SIGINT aborts at once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..apply import apply
+from ..checkpoints.model_dir import load_model, save_model
+from ..params import count_params, init_params
+from ..tasks import get_task
+from ..tasks.base import Task, head_outputs, reduce_per_example
+from .checkpointing import RunCheckpoints
+from .config import (ModelOptions, RunConfig, TASK_FIXED_MODEL_FIELDS, TrainConfig,
+                     config_diff, parse_overrides, run_config_from_dict)
+from .observe import MetricsLog, Progress, read_jsonl
+from .optim import make_optimizer
+from .parallel import batch_sharding, check_batch_size, make_mesh, put_batch, replicated
+from .plots import plot_curves
+
+RUN_FORMAT = "elm_jax.run/1"
+#: Test hook: seconds to sleep after each training step (slows a run down so that a
+#: test can interrupt it); not part of the run's configuration.
+STEP_DELAY_ENV = "ELM_JAX_DEBUG_STEP_DELAY"
+EXIT_INTERRUPTED = 3
+
+
+# ---------------------------------------------------------------------------- config
+def resolve_run(task_name: str, preset: str | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> tuple[Task, RunConfig]:
+    """The task and the full `RunConfig` of ``--task/--preset/--set``.
+
+    Raises ValueError listing the valid choices for an unknown task, preset or key, and
+    naming the field for an invalid value.
+    """
+    task = get_task(task_name)
+    preset = preset or task.default_preset
+    if preset not in task.presets:
+        raise ValueError(f"unknown preset {preset!r} for task {task.name!r}; valid presets: "
+                         f"{', '.join(task.presets)}")
+    p = task.presets[preset]
+    parsed = parse_overrides(list(overrides), task.config_cls)
+    task_cfg = dataclasses.replace(p.task, **parsed["task"])
+    option_names = {f.name for f in dataclasses.fields(ModelOptions)}
+    model_kw = {k: v for k, v in p.model.items() if k not in option_names}
+    model_kw.update(parsed["model"])
+    options = ModelOptions(**{**{k: v for k, v in p.model.items() if k in option_names},
+                              **parsed["model_options"]})
+    num_input, num_output = _io_dims(task, task_cfg)
+    for name in TASK_FIXED_MODEL_FIELDS:
+        model_kw.pop(name, None)
+    from ..config import ELMConfig
+
+    model = ELMConfig(num_input=num_input, num_output=num_output, **model_kw)
+    train = dataclasses.replace(p.train, **parsed["train"])
+    train = dataclasses.replace(train, best_metric=train.best_metric or task.best_metric,
+                                best_mode=train.best_mode or task.best_mode)
+    valid_metrics = ["loss", *task.metric_fns()]
+    if train.best_metric not in valid_metrics:
+        raise ValueError(f"train.best_metric={train.best_metric!r} is invalid for task "
+                         f"{task.name!r}: expected one of {valid_metrics}")
+    return task, RunConfig(task_name=task.name, preset=preset, task=task_cfg, model=model,
+                           options=options, train=train)
+
+
+def _io_dims(task: Task, task_cfg: Any) -> tuple[int, int]:
+    data = task.make_data(task_cfg, 0)
+    return int(data.num_input), int(data.num_output)
+
+
+# ---------------------------------------------------------------------------- steps
+def _loss_terms(task: Task, run: RunConfig, params: Any, batch: dict, x: jax.Array,
+                fns: dict) -> dict[str, jax.Array]:
+    y = apply(params, x, run.model, **run.options.apply_kwargs())
+    pred = head_outputs(y, task.head, batch.get("length"))
+    return {name: reduce_per_example(fn(pred, batch["y"]), task.head, run.train.burn_in)
+            for name, fn in fns.items()}
+
+
+def make_train_step(task: Task, run: RunConfig, tx: optax.GradientTransformation,
+                    schedule: Any, mesh: jax.sharding.Mesh):
+    """The jit-compiled ``(state, batch) -> (state, metrics)`` (state donated)."""
+    cfg = run.train
+    dropout_key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
+    loss_el = task.loss_fn()
+
+    def loss_fn(params, batch, key):
+        x = batch["x"]
+        if cfg.input_dropout > 0:
+            x = x.astype(jnp.float32)
+            keep = jax.random.bernoulli(key, 1.0 - cfg.input_dropout, x.shape)
+            x = jnp.where(keep, x / (1.0 - cfg.input_dropout), 0.0)
+        per_example = _loss_terms(task, run, params, batch, x, {"loss": loss_el})["loss"]
+        weight = batch.get("weight")
+        if weight is None:
+            return jnp.mean(per_example)
+        return jnp.sum(weight * per_example) / jnp.maximum(jnp.sum(weight), 1e-12)
+
+    def train_step(state, batch):
+        step = state["step"]
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], batch,
+                                                  jax.random.fold_in(dropout_key, step))
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+                   "lr": jnp.asarray(schedule(step), jnp.float32)}
+        return {"step": step + 1, "params": params, "opt_state": opt_state}, metrics
+
+    repl = replicated(mesh)
+    return jax.jit(train_step, in_shardings=(repl, batch_sharding(mesh)),
+                   out_shardings=(repl, repl), donate_argnums=(0,))
+
+
+class Evaluator:
+    """Loss and metrics of parameters over a split (one jit-compiled eval step)."""
+
+    def __init__(self, task: Task, run: RunConfig, mesh: jax.sharding.Mesh):
+        self.task, self.run, self.mesh = task, run, mesh
+        fns = {"loss": task.loss_fn(), **task.metric_fns()}
+
+        def eval_step(params, batch):
+            terms = _loss_terms(task, run, params, batch, batch["x"], fns)
+            weight = batch.get("weight")
+            if weight is None:
+                weight = jnp.ones(batch["x"].shape[0], jnp.float32)
+            out = {name: jnp.sum(weight * value) for name, value in terms.items()}
+            out["weight"] = jnp.sum(weight)
+            return out
+
+        self.step = jax.jit(eval_step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                            out_shardings=replicated(mesh))
+        self.batch_size = run.train.global_eval_batch_size
+        check_batch_size(self.batch_size, mesh, "train.eval_batch_size (or batch_size)")
+
+    def __call__(self, params: Any, data: Any, split: str, max_batches: int = 0
+                 ) -> dict[str, float]:
+        sums = None
+        sharding = batch_sharding(self.mesh)
+        for i, batch in enumerate(data.eval_batches(split, self.batch_size)):
+            if max_batches and i >= max_batches:
+                break
+            out = self.step(params, put_batch(batch, sharding))
+            sums = out if sums is None else jax.tree_util.tree_map(jnp.add, sums, out)
+        if sums is None:
+            raise ValueError(f"task {self.task.name!r} has no {split!r} data")
+        sums = jax.device_get(sums)
+        total = float(sums.pop("weight"))
+        return {name: float(value) / total for name, value in sums.items()}
+
+
+# ---------------------------------------------------------------------------- environment
+def environment_info() -> dict[str, Any]:
+    """Library versions, Python, platform, devices and the git revision of elm_jax."""
+    versions = {}
+    for dist in ("elm_jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy",
+                 "tensorboardX", "matplotlib"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"python": sys.version.split()[0], "platform": platform.platform(),
+            "host": platform.node(), "versions": versions, "git": git_revision(),
+            "backend": jax.default_backend(), "process_count": jax.process_count(),
+            "devices": [str(d) for d in jax.devices()]}
+
+
+def git_revision() -> dict[str, Any] | None:
+    """``{"revision", "dirty"}`` of the checkout that holds elm_jax, or None."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=10)
+        if rev.returncode:
+            return None
+        status = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                 "--untracked-files=no"], capture_output=True, text=True,
+                                timeout=10)
+        return {"revision": rev.stdout.strip(), "dirty": bool(status.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def read_run(workdir: str | Path) -> tuple[Task, RunConfig, dict[str, Any]]:
+    """Task, RunConfig and the run.json of a work directory."""
+    path = Path(workdir) / "run.json"
+    if not path.is_file():
+        raise ValueError(f"{workdir} is not an elm_jax run directory: {path} is missing")
+    info = json.loads(path.read_text())
+    if info.get("format") != RUN_FORMAT:
+        raise ValueError(f"{path}: expected format {RUN_FORMAT!r}, got {info.get('format')!r}")
+    task = get_task(info["run"]["task_name"])
+    return task, run_config_from_dict(info["run"], task.config_cls), info
+
+
+# ---------------------------------------------------------------------------- trainer
+@dataclasses.dataclass
+class _Clock:
+    """Training throughput, excluding compilation, evaluation and checkpointing."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    window_start: float | None = None
+    window_steps: int = 0
+    last_rate: float | None = None
+
+    def open(self) -> None:
+        self.window_start, self.window_steps = time.perf_counter(), 0
+
+    def tick(self) -> None:
+        if self.window_start is not None:
+            self.window_steps += 1
+
+    def close(self) -> float | None:
+        """Close the window (the caller has synchronised); steps per second in it."""
+        if self.window_start is None:
+            return None
+        dt = time.perf_counter() - self.window_start
+        self.window_start = None
+        if self.window_steps and dt > 0:
+            self.steps += self.window_steps
+            self.seconds += dt
+            self.last_rate = self.window_steps / dt
+        return self.last_rate
+
+    @property
+    def rate(self) -> float | None:
+        return self.steps / self.seconds if self.seconds > 0 else None
+
+
+class Trainer:
+    """Train one `RunConfig` in `workdir` (see the module docstring for the layout).
+
+    Args:
+      task, run: from `resolve_run`.
+      workdir: the run directory; must not hold a run unless `resume`.
+      resume: continue the run in `workdir` from its latest checkpoint (its config must
+        equal `run`; ValueError naming the differing fields otherwise).  Without a
+        checkpoint the run starts from scratch.
+      devices: devices of the data mesh (default: all).
+      progress: show the progress line on stderr.
+      stop_after_steps: stop as if interrupted after this many steps of this call
+        (for tests and smoke runs).
+      command: the command line to record in run.json.
+    """
+
+    def __init__(self, task: Task, run: RunConfig, workdir: str | Path, *,
+                 resume: bool = False, devices: Any = None, progress: bool = True,
+                 stop_after_steps: int | None = None, command: list[str] | None = None):
+        self.task, self.run = task, run
+        self.workdir = Path(workdir)
+        self.resume = resume
+        self.mesh = make_mesh(devices)
+        self.progress_enabled = progress
+        self.stop_after_steps = stop_after_steps
+        self.command = command if command is not None else sys.argv
+        self.is_main = jax.process_index() == 0
+        self._stop: str | None = None
+        self._plot_pool = ThreadPoolExecutor(max_workers=1)
+        self._plot_future: Future | None = None
+        self.train_step = None
+        self.evaluator: Evaluator | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_workdir(self) -> dict[str, Any]:
+        run_json = self.workdir / "run.json"
+        current = self.run.flat()
+        if run_json.exists():
+            if not self.resume:
+                raise FileExistsError(f"{self.workdir} already holds a run; pass --resume to "
+                                      f"continue it or choose another --workdir")
+            info = json.loads(run_json.read_text())
+            stored = RunConfig.flat(run_config_from_dict(info["run"], self.task.config_cls)) \
+                if info.get("run", {}).get("task_name") == self.task.name else \
+                {"task_name": info.get("run", {}).get("task_name")}
+            diff = config_diff(stored, current)
+            if diff:
+                raise ValueError(f"cannot resume {self.workdir} with a different config: "
+                                 + "; ".join(diff))
+            info.setdefault("resumes", []).append(
+                {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": self.command,
+                 "environment": environment_info()})
+        else:
+            info = {"format": RUN_FORMAT, "run": self.run.to_dict(),
+                    "seed": self.run.train.seed, "command": self.command,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "num_params": count_params(self.run.model),
+                    "environment": environment_info()}
+        if self.is_main:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            tmp = run_json.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(info, indent=1))
+            os.replace(tmp, run_json)
+        return info
+
+    def _init_state(self, tx: optax.GradientTransformation) -> dict[str, Any]:
+        params = init_params(jax.random.fold_in(jax.random.key(self.run.train.seed), 0),
+                             self.run.model)
+        repl = replicated(self.mesh)
+        params = jax.device_put(params, repl)
+        opt_state = jax.jit(tx.init, out_shardings=repl)(params)
+        return {"step": jax.device_put(jnp.zeros((), jnp.int32), repl), "params": params,
+                "opt_state": opt_state}
+
+    def _meta(self, step: int, best: dict[str, Any] | None) -> dict[str, Any]:
+        return {"format": RUN_FORMAT, "run": self.run.to_dict(), "step": step, "best": best}
+
+    def _check_meta(self, meta: dict[str, Any], step: int) -> None:
+        stored = meta.get("run", {})
+        if stored.get("task_name") != self.task.name:
+            raise ValueError(f"checkpoint {step} in {self.workdir} is of task "
+                             f"{stored.get('task_name')!r}, not {self.task.name!r}")
+        diff = config_diff(run_config_from_dict(stored, self.task.config_cls).flat(),
+                           self.run.flat())
+        if diff:
+            raise ValueError(f"checkpoint {step} in {self.workdir} was written with a "
+                             f"different config: " + "; ".join(diff))
+
+    # ------------------------------------------------------------------ signals
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum, frame):
+            if self._stop is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self._stop = signal.Signals(signum).name
+
+        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    # ------------------------------------------------------------------ run
+    def fit(self) -> dict[str, Any]:
+        """Train (or continue) the run; returns the report (also in report.json)."""
+        t0 = time.perf_counter()
+        run, cfg, task = self.run, self.run.train, self.task
+        self._prepare_workdir()
+        data = task.make_data(run.task, cfg.seed)
+        if (data.num_input, data.num_output) != (run.model.num_input, run.model.num_output):
+            raise ValueError(f"task data has num_input={data.num_input}, num_output="
+                             f"{data.num_output} but the model has {run.model.num_input}, "
+                             f"{run.model.num_output}")
+        if task.head == "per_step" and cfg.burn_in >= data.seq_len:
+            raise ValueError(f"train.burn_in={cfg.burn_in} must be below the sequence "
+                             f"length {data.seq_len}")
+        check_batch_size(cfg.batch_size, self.mesh, "train.batch_size")
+        shapes = jax.eval_shape(lambda: init_params(jax.random.key(0), run.model))
+        tx, schedule = make_optimizer(cfg, run.model, shapes)
+        state = self._init_state(tx)
+        self.train_step = make_train_step(task, run, tx, schedule, self.mesh)
+        self.evaluator = Evaluator(task, run, self.mesh)
+        ckpts = RunCheckpoints(self.workdir / "checkpoints", keep=cfg.keep_checkpoints,
+                               best_metric=cfg.best_metric, best_mode=cfg.best_mode)
+        start, best = 0, None
+        latest = ckpts.latest_step() if self.resume else None
+        if latest is None and ckpts.steps():
+            raise FileExistsError(f"{self.workdir / 'checkpoints'} holds checkpoints; pass "
+                                  f"--resume or choose another --workdir")
+        if latest is not None:
+            meta = ckpts.restore_meta(latest)
+            self._check_meta(meta, latest)
+            state = ckpts.restore_state(latest, state)
+            start, best = int(latest), meta.get("best")
+        log = MetricsLog(self.workdir, resume_step=start, enabled=self.is_main)
+        progress = Progress(cfg.steps, start, enabled=self.progress_enabled and self.is_main,
+                            messages=self.is_main)
+        if start:
+            progress.message(f"resuming {self.workdir} from step {start}")
+        tokens_per_step = cfg.batch_size * data.seq_len
+        old_handlers = self._install_signals()
+        clock, status = _Clock(), "completed"
+        delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
+        shard = batch_sharding(self.mesh)
+        step, steps_here, pending, last_loss = start, 0, None, None
+        try:
+            while step < cfg.steps:
+                batch = put_batch(data.train_batch(step, cfg.batch_size), shard)
+                state, metrics = self.train_step(state, batch)
+                step += 1
+                steps_here += 1
+                clock.tick()
+                if delay:
+                    time.sleep(delay)
+                if steps_here == 1:  # compiled: time the rest
+                    jax.block_until_ready(metrics)
+                    clock.open()
+                pending = metrics
+                is_last = step == cfg.steps
+                if step % cfg.log_every == 0 or is_last:
+                    host = jax.device_get(metrics)
+                    rate = clock.close()
+                    last_loss = float(host["loss"])
+                    record = {k: float(v) for k, v in host.items()}
+                    if rate:
+                        record.update(steps_per_s=rate, tokens_per_s=rate * tokens_per_step)
+                    record["elapsed_s"] = time.perf_counter() - t0
+                    log.write("train", step, record)
+                    eta = (cfg.steps - step) / rate if rate else None
+                    progress.update(step, last_loss, rate * tokens_per_step if rate else None,
+                                    eta)
+                    clock.open()
+                stop = self._stop is not None or (self.stop_after_steps is not None
+                                                  and steps_here >= self.stop_after_steps)
+                evaluate = step % cfg.eval_every == 0 or is_last
+                save = step % cfg.checkpoint_every == 0 or is_last or stop
+                if evaluate or save:
+                    jax.block_until_ready(pending)
+                    clock.close()
+                val = None
+                if evaluate:
+                    val = self.evaluator(state["params"], data, "val", cfg.eval_batches)
+                    log.write("val", step, val)
+                    if self._improved(val, best):
+                        best = {"step": step, "metric": cfg.best_metric,
+                                "value": val[cfg.best_metric]}
+                        if self.is_main:
+                            self._export(self.workdir / "best_model", state["params"], step,
+                                         val)
+                        save = True
+                    progress.update(step, last_loss, None, None, extra=_fmt_val(val),
+                                    force=True)
+                    if self.is_main and (cfg.plot_every == 0):
+                        self._plot(log.records)
+                if self.is_main and cfg.plot_every and step % cfg.plot_every == 0:
+                    self._plot(log.records)
+                if save:
+                    ckpts.save(step, state, self._meta(step, best), val)
+                if evaluate or save:
+                    clock.open()
+                if stop and not is_last:
+                    status = "interrupted"
+                    why = self._stop or f"--stop-after-steps {self.stop_after_steps}"
+                    progress.message(f"stopped at step {step} ({why}); checkpoint saved in "
+                                     f"{self.workdir / 'checkpoints'}; continue with --resume")
+                    break
+            progress.close()
+            report = self._finish(state, data, ckpts, log, best, status, step, start, clock,
+                                  time.perf_counter() - t0)
+        finally:
+            for sig, old in old_handlers.items():
+                signal.signal(sig, old)
+            log.close()
+            ckpts.close()
+            if self._plot_future is not None:
+                self._plot_future.result()
+        return report
+
+    def _improved(self, val: dict[str, float], best: dict[str, Any] | None) -> bool:
+        value = val[self.run.train.best_metric]
+        if not np.isfinite(value):
+            return False
+        if best is None:
+            return True
+        return value < best["value"] if self.run.train.best_mode == "min" else \
+            value > best["value"]
+
+    def _export(self, path: Path, params: Any, step: int, val: dict[str, float] | None) -> None:
+        save_model(path, self.run.model, jax.device_get(params), overwrite=True,
+                   extra={"run": self.run.to_dict(), "step": step, "val": val})
+
+    def _plot(self, records: list[dict[str, Any]], wait: bool = False) -> None:
+        """Refresh curves.png in a background thread (skipped while one is drawing)."""
+        if self._plot_future is not None:
+            if not self._plot_future.done() and not wait:
+                return
+            self._plot_future.result()
+        ref = dict(self.task.plot_reference)
+        title = (f"{self.task.name} / {self.run.preset}: ELM {self.run.model.variant}, "
+                 f"d_m={self.run.model.num_memory}, {count_params(self.run.model)} params")
+        self._plot_future = self._plot_pool.submit(
+            plot_curves, self.workdir / "curves.png", [dict(r) for r in records], title, ref)
+        if wait:
+            self._plot_future.result()
+
+    def _finish(self, state, data, ckpts, log, best, status, step, start, clock,
+                wall) -> dict[str, Any]:
+        run, cfg = self.run, self.run.train
+        report: dict[str, Any] = {
+            "task": run.task_name, "preset": run.preset, "status": status, "step": step,
+            "steps": cfg.steps, "resumed_from": start or None,
+            "num_params": count_params(run.model), "best_val": best,
+            "devices": self.mesh.devices.size, "backend": jax.default_backend(),
+        }
+        if status == "completed":
+            final_params = state["params"]
+            test_final = self.evaluator(final_params, data, "test")
+            test_best = test_final
+            best_dir = self.workdir / "best_model"
+            if best is not None and best_dir.exists() and best["step"] != step:
+                _, best_params = load_model(best_dir, run.model)
+                test_best = self.evaluator(jax.device_put(best_params, replicated(self.mesh)),
+                                           data, "test")
+            log.write("test", step, {**{f"{k}": v for k, v in test_best.items()},
+                                     "params": "best"})
+            log.write("test", step, {**test_final, "params": "final"})
+            if self.is_main:
+                self._export(self.workdir / "final_model", final_params, step, None)
+            report.update(test=test_best, test_final=test_final)
+        rate = clock.rate
+        report.update(
+            wall_time_s=wall, train_time_s=clock.seconds,
+            steps_per_s=rate, tokens_per_s=rate * cfg.batch_size * data.seq_len if rate else None,
+            tokens_per_step=cfg.batch_size * data.seq_len,
+            compiled={"train_step": self.train_step._cache_size(),
+                      "eval_step": self.evaluator.step._cache_size()},
+            workdir=str(self.workdir))
+        if self.is_main:
+            self._plot(log.records, wait=True)
+            (self.workdir / "report.json").write_text(json.dumps(report, indent=1))
+        return report
+
+
+def _fmt_val(val: dict[str, float]) -> str:
+    return "val " + " ".join(f"{k} {v:.4g}" for k, v in val.items())
+
+
+def evaluate_params(task: Task, run: RunConfig, params: Any, split: str = "test",
+                    devices: Any = None) -> dict[str, float]:
+    """Metrics of `params` on a split of the run's task data."""
+    mesh = make_mesh(devices)
+    data = task.make_data(run.task, run.train.seed)
+    evaluator = Evaluator(task, run, mesh)
+    return evaluator(jax.device_put(params, replicated(mesh)), data, split)
