@@ -256,6 +256,15 @@ def test_cache_is_never_half_written(tmp_path, teacher_file, monkeypatch):
     assert len(list(cache_dir.glob("*.npz"))) == 1
 
 
+def test_prepare_cache_in_parallel(tmp_path, teacher_file):
+    other = teacher.generate_file(tmp_path / "src", num_sims=1, duration_ms=1200, seed=8)
+    caches = nio.prepare_cache([teacher_file, other], tmp_path / "cache", workers=2)
+    assert [c.exists() for c in caches] == [True, True]
+    assert sorted(tmp_path.joinpath("cache").iterdir()) == sorted(caches)
+    cached = nio.load_file(other, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(cached.x_dense(), nio.load_file(other).x_dense())
+
+
 # ---------------------------------------------------------------------------- sampling
 def test_window_sampler_batches(teacher_file, real_data):
     data = real_data["full_ergodic_train_batch_1"]       # 2 simulations < batch 8
@@ -283,6 +292,7 @@ def test_window_sampler_batches(teacher_file, real_data):
             np.testing.assert_array_equal(dense[s, t0:t0 + 500], xb[w])
     # streamed batches equal the pure function; every file is used once per pass
     streamed = list(sampler.iterate(2, 5, prefetch=2))
+    assert len(streamed) == 3 and len(list(sampler.iterate(2, 5, prefetch=0))) == 3
     for i, batch in zip(range(2, 5), streamed):
         for a, b in zip(batch, sampler.batch(i)):
             np.testing.assert_array_equal(a, b)
