@@ -31,7 +31,8 @@ Preprocessing, as published (the reference ELM loader):
 Files are held sparsely in memory (`NeuronIOData`: the spike events of each simulation
 sorted by time, plus the targets), so a 128-simulation file costs ~50 MB instead of the
 ~1 GB of its dense input; windows are made dense on demand.  `load_file` can keep a
-``.npz`` cache of that form next to nothing else (written atomically).  `WindowSampler`
+``.npz`` cache of that form (written atomically; `prepare_cache` builds it for many files
+in parallel).  `WindowSampler`
 draws training batches as a pure function of ``(seed, batch index)`` and streams them
 with a background thread.
 
