@@ -209,8 +209,10 @@ def test_a_failed_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
         gc.collect()
 
 
-def test_resume_with_a_different_config_names_the_mismatch(tmp_path):
-    _train(tmp_path, SHORT, stop_after_steps=2)
+def test_resume_with_a_different_config_names_the_mismatch(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path.parent)       # a relative --workdir works too
+    _, report = _train(tmp_path.name, SHORT, stop_after_steps=2)
+    assert report["workdir"] == str(tmp_path)
     with pytest.raises(ValueError, match=r"different config: model.mlp_hidden_size: "
                                          r"checkpoint 16 vs now 8; model.num_memory: "
                                          r"checkpoint 8 vs now 4; train.learning_rate: "

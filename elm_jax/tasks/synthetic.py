@@ -130,12 +130,13 @@ def _adding_presets() -> dict[str, Preset]:
             TrainConfig(steps=300, batch_size=16, learning_rate=1e-2, eval_every=100,
                         checkpoint_every=100, log_every=10)),
         "small": Preset(
-            "T=1000, d_m=16 Branch-ELM (lambda 20, tau_m 300-3000), 4000 steps: test MSE "
-            "< 0.01 in minutes on a CPU",
+            "T=1000, d_m=16 Branch-ELM (lambda 10, tau_m 300-3000, hoisted backend), 6000 "
+            "steps: test MSE < 0.01 in minutes on a CPU",
             AddingConfig(seq_len=1000),
-            dict(model, lambda_value=20.0, memory_tau_min=300.0, memory_tau_max=3000.0),
-            TrainConfig(steps=4000, batch_size=32, learning_rate=5e-3, eval_every=250,
-                        checkpoint_every=500, log_every=25)),
+            dict(model, lambda_value=10.0, memory_tau_min=300.0, memory_tau_max=3000.0,
+                 backend="hoisted"),
+            TrainConfig(steps=6000, batch_size=32, learning_rate=5e-3, warmup_steps=200,
+                        eval_every=250, checkpoint_every=500, log_every=25)),
         "long": Preset(
             "T=16,384, d_m=16 Branch-ELM (an accelerator is advised)",
             AddingConfig(seq_len=16_384, val_size=256, test_size=512),

@@ -24,7 +24,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.distributed:
         import jax
 
-        jax.distributed.initialize()
+        jax.distributed.initialize(coordinator_address=args.coordinator_address,
+                                   num_processes=args.num_processes,
+                                   process_id=args.process_id)
     from .trainer import EXIT_INTERRUPTED, Trainer, resolve_run
 
     task, run = resolve_run(args.task, args.preset, args.set or [])
@@ -92,7 +94,11 @@ def register(subparsers) -> None:
     p.add_argument("--stop-after-steps", type=int, default=None,
                    help="stop as if interrupted after this many steps (testing)")
     p.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() first (multi-host runs)")
+                   help="call jax.distributed.initialize() first (multi-host runs; "
+                        "auto-detected on Cloud TPU, SLURM, Open MPI, ...)")
+    p.add_argument("--coordinator-address", help="with --distributed: HOST:PORT of process 0")
+    p.add_argument("--num-processes", type=int, help="with --distributed: number of processes")
+    p.add_argument("--process-id", type=int, help="with --distributed: this process's index")
     p.set_defaults(func=_cmd_train)
 
     p = subparsers.add_parser("eval", help="evaluate a trained model on its task's data")

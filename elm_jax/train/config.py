@@ -95,9 +95,7 @@ class TrainConfig:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every",
                      "keep_checkpoints", "log_every"):
             _check_int(self, name, minimum=1)
-        for name in ("seed",):
-            _check_int(self, name, minimum=None)
-        for name in ("eval_batch_size", "warmup_steps", "burn_in", "eval_batches",
+        for name in ("seed", "eval_batch_size", "warmup_steps", "burn_in", "eval_batches",
                      "plot_every"):
             _check_int(self, name, minimum=0)
         for name in ("learning_rate", "weight_decay", "grad_clip", "final_lr_factor"):

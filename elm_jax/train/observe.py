@@ -4,7 +4,8 @@
 
 * `MetricsLog` appends one JSON object per record to ``WORKDIR/metrics.jsonl``:
   ``{"kind": "train" | "val" | "test", "step": N, <metrics>...}``; on resume it drops
-  the records written after the checkpoint the run continues from, so the file of a
+  the records written after the checkpoint the run continues from (and the test
+  records, which the resumed run writes again at its end), so the file of a
   resumed run equals that of an uninterrupted one (up to the timing fields in
   `TIMING_KEYS`).
 * TensorBoard scalars go to ``WORKDIR/tb/`` through ``tensorboardX`` (no TensorFlow);
@@ -36,8 +37,11 @@ class MetricsLog:
         self.enabled = enabled
         self.records: list[dict[str, Any]] = []
         if self.path.exists():
+            # Keep what the checkpoint's run had logged up to its step; test records
+            # are written again when the resumed run finishes.
             kept = [r for r in read_jsonl(self.path)
-                    if resume_step is not None and r.get("step", 0) <= resume_step]
+                    if resume_step is not None and r.get("step", 0) <= resume_step
+                    and r.get("kind") != "test"]
             self.records = kept
             if enabled:
                 tmp = self.path.with_suffix(".jsonl.tmp")

@@ -281,7 +281,7 @@ class Trainer:
                  resume: bool = False, devices: Any = None, progress: bool = True,
                  stop_after_steps: int | None = None, command: list[str] | None = None):
         self.task, self.run = task, run
-        self.workdir = Path(workdir)
+        self.workdir = Path(workdir).absolute()
         self.resume = resume
         self.mesh = make_mesh(devices)
         self.progress_enabled = progress
@@ -289,7 +289,7 @@ class Trainer:
         self.command = command if command is not None else sys.argv
         self.is_main = jax.process_index() == 0
         self._stop: str | None = None
-        self._plot_pool = ThreadPoolExecutor(max_workers=1)
+        self._plot_pool: ThreadPoolExecutor | None = None
         self._plot_future: Future | None = None
         self.train_step = None
         self.evaluator: Evaluator | None = None
@@ -366,7 +366,6 @@ class Trainer:
         """Train (or continue) the run; returns the report (also in report.json)."""
         t0 = time.perf_counter()
         run, cfg, task = self.run, self.run.train, self.task
-        self._prepare_workdir()
         data = task.make_data(run.task, cfg.seed)
         if (data.num_input, data.num_output) != (run.model.num_input, run.model.num_output):
             raise ValueError(f"task data has num_input={data.num_input}, num_output="
@@ -381,24 +380,30 @@ class Trainer:
         state = self._init_state(tx)
         self.train_step = make_train_step(task, run, tx, schedule, self.mesh)
         self.evaluator = Evaluator(task, run, self.mesh)
+        self._prepare_workdir()
         ckpts = RunCheckpoints(self.workdir / "checkpoints", keep=cfg.keep_checkpoints,
                                best_metric=cfg.best_metric, best_mode=cfg.best_mode)
         start, best = 0, None
-        latest = ckpts.latest_step() if self.resume else None
-        if latest is None and ckpts.steps():
-            raise FileExistsError(f"{self.workdir / 'checkpoints'} holds checkpoints; pass "
-                                  f"--resume or choose another --workdir")
-        if latest is not None:
-            meta = ckpts.restore_meta(latest)
-            self._check_meta(meta, latest)
-            state = ckpts.restore_state(latest, state)
-            start, best = int(latest), meta.get("best")
+        try:
+            latest = ckpts.latest_step() if self.resume else None
+            if latest is None and ckpts.steps():
+                raise FileExistsError(f"{self.workdir / 'checkpoints'} holds checkpoints; "
+                                      f"pass --resume or choose another --workdir")
+            if latest is not None:
+                meta = ckpts.restore_meta(latest)
+                self._check_meta(meta, latest)
+                state = ckpts.restore_state(latest, state)
+                start, best = int(latest), meta.get("best")
+        except BaseException:
+            ckpts.close()
+            raise
         log = MetricsLog(self.workdir, resume_step=start, enabled=self.is_main)
         progress = Progress(cfg.steps, start, enabled=self.progress_enabled and self.is_main,
                             messages=self.is_main)
         if start:
             progress.message(f"resuming {self.workdir} from step {start}")
         tokens_per_step = cfg.batch_size * data.seq_len
+        self._plot_pool, self._plot_future = ThreadPoolExecutor(max_workers=1), None
         old_handlers = self._install_signals()
         clock, status = _Clock(), "completed"
         delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
@@ -475,6 +480,7 @@ class Trainer:
             ckpts.close()
             if self._plot_future is not None:
                 self._plot_future.result()
+            self._plot_pool.shutdown(wait=True)
         return report
 
     def _improved(self, val: dict[str, float], best: dict[str, Any] | None) -> bool:
