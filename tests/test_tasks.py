@@ -108,3 +108,24 @@ def test_heads_and_reductions():
 def jax_softmax(x):
     e = jnp.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
+
+
+def test_a_broken_task_module_does_not_hide_the_other_tasks(tmp_path, monkeypatch):
+    import elm_jax.tasks as registry
+
+    (tmp_path / "broken_task_mod.py").write_text("raise RuntimeError('oops')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("ELM_JAX_TASK_MODULES", "broken_task_mod")
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    monkeypatch.setattr(registry, "_FAILED", {})
+    with pytest.warns(RuntimeWarning, match="broken_task_mod failed to import"):
+        names = [t.name for t in registry.list_tasks()]
+    assert "adding" in names
+    with pytest.raises(ValueError, match="task module broken_task_mod failed to import: "
+                                         "RuntimeError: oops"):
+        registry.get_task("broken")
+    monkeypatch.setenv("ELM_JAX_TASK_MODULES", "no_such_module_xyz")
+    monkeypatch.setattr(registry, "_loaded", False)
+    with pytest.raises(ValueError, match="ELM_JAX_TASK_MODULES names 'no_such_module_xyz'"):
+        registry.list_tasks()

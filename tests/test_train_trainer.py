@@ -285,3 +285,61 @@ def test_delayed_recall_tiny_beats_chance(tmp_path):
     _, report = _train(tmp_path, ["train.eval_every=200", "train.checkpoint_every=200"],
                        task="delayed_recall")
     assert report["test"]["accuracy"] > 0.6     # chance: 0.25
+
+
+def test_custom_per_step_task_with_burn_in_loss_and_final_evaluation_hook(tmp_path):
+    """The extension point NeuronIO uses: a per-step head, a custom loss, burn-in
+    masking, metrics as functions, io_dims and a final evaluation hook."""
+    import dataclasses as dc
+
+    from elm_jax.tasks import register_task
+    from elm_jax.tasks.base import Task
+    from elm_jax.train.config import Preset, TrainConfig
+
+    @dc.dataclass(frozen=True)
+    class EchoConfig:
+        seq_len: int = 24
+
+    class EchoData:
+        num_input, num_output = 1, 1
+
+        def __init__(self, cfg, seed):
+            self.seq_len, self.seed = cfg.seq_len, seed
+
+        def _batch(self, key, n):
+            x = np.random.default_rng([self.seed, *key]).random((n, self.seq_len, 1),
+                                                                  dtype=np.float32)
+            y = x.copy()
+            y[:, :4] = 1e3        # garbage inside the burn-in: must not reach the loss
+            return {"x": x, "y": y}
+
+        def train_batch(self, step, batch_size):
+            return self._batch((0, step), batch_size)
+
+        def eval_batches(self, split, batch_size):
+            yield self._batch((1 if split == "val" else 2, 0), batch_size)
+
+    calls = []
+
+    def final_evaluation(task_config, model_config, params, out_dir, split):
+        calls.append((task_config, model_config.num_memory, split, Path(out_dir).name))
+        return {"custom_score": np.float32(0.5)}
+
+    register_task(Task(
+        name="echo_test", description="copy the input", config_cls=EchoConfig,
+        make_data=EchoData, head="per_step", loss=lambda p, t: jnp.abs(p - t)[..., 0],
+        metrics={"sq": lambda p, t: ((p - t) ** 2)[..., 0]},
+        presets={"tiny": Preset("test", EchoConfig(), dict(num_memory=4),
+                                TrainConfig(steps=30, batch_size=8, learning_rate=1e-2,
+                                            burn_in=4, eval_every=15, checkpoint_every=15,
+                                            log_every=1))},
+        default_preset="tiny", best_metric="sq", io_dims=lambda cfg: (1, 1),
+        final_evaluation=final_evaluation), replace=True)
+    _, report = _train(tmp_path, [], task="echo_test", preset="tiny")
+    train = [r["loss"] for r in read_jsonl(tmp_path / "metrics.jsonl") if r["kind"] == "train"]
+    assert max(train) < 10 and train[-1] < train[0]          # burn-in steps were masked
+    assert report["test"]["sq"] < report["test"]["loss"] < 1
+    assert calls == [(EchoConfig(), 4, "test", "final_evaluation")]
+    assert report["final_evaluation"] == {"custom_score": 0.5}
+    assert json.loads((tmp_path / "report.json").read_text())["final_evaluation"] == \
+        {"custom_score": 0.5}

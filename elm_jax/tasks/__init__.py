@@ -19,7 +19,12 @@ of the data, head, loss, metrics and presets) and calls `register_task` at impor
         make_data=NeuronIOData,               # (config, seed) -> TaskData
         head="per_step", loss=neuronio_loss, metrics={"soma_mse": ..., ...},
         presets={"paper": Preset(...), "small": Preset(...), "tiny": Preset(...)},
-        default_preset="paper", best_metric="soma_mse", best_mode="min"))
+        default_preset="paper", best_metric="soma_mse", best_mode="min",
+        io_dims=lambda cfg: (1278, 2),        # optional: dims without opening the data
+        final_evaluation=neuronio_eval))      # optional: AUC etc. on the best params
+
+A module that fails to import is reported (a warning, and in the error for an unknown
+task name) without hiding the other tasks.
 
 The registry imports the modules in `TASK_MODULES` that exist (so a new file at one of
 those paths is picked up automatically) and any modules named in the environment
@@ -32,6 +37,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import warnings
 
 from .base import Task, TaskData, head_outputs
 
@@ -40,6 +46,7 @@ TASK_MODULES = ("elm_jax.tasks.synthetic", "elm_jax.tasks.neuronio",
                 "elm_jax.data.neuronio_task", "elm_jax.tasks.shd", "elm_jax.tasks.lra")
 
 _REGISTRY: dict[str, Task] = {}
+_FAILED: dict[str, str] = {}
 _loaded = False
 
 
@@ -72,14 +79,21 @@ def _load() -> None:
                 raise ValueError(f"ELM_JAX_TASK_MODULES names {name!r}, which cannot be "
                                  f"imported")
             continue
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except Exception as err:  # one broken task module must not hide the others
+            _FAILED[name] = f"{type(err).__name__}: {err}"
+            warnings.warn(f"task module {name} failed to import ({_FAILED[name]}); its "
+                          f"tasks are unavailable", RuntimeWarning, stacklevel=2)
 
 
 def get_task(name: str) -> Task:
     """The registered task `name` (ValueError listing the valid names otherwise)."""
     _load()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(_REGISTRY))}")
+        failed = "".join(f"; task module {m} failed to import: {e}" for m, e in _FAILED.items())
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(sorted(_REGISTRY))}"
+                         + failed)
     return _REGISTRY[name]
 
 

@@ -89,6 +89,14 @@ class Task:
       best_metric, best_mode: the validation metric that selects the best checkpoint
         unless the preset's `TrainConfig` names another.
       plot_reference: horizontal lines drawn on the validation plot, ``{label: value}``.
+      io_dims: optional ``task_config -> (num_input, num_output)`` so that resolving a
+        run need not build the data (otherwise ``make_data`` is called once and its
+        instance reused by the trainer).
+      final_evaluation: optional task-specific evaluation run by the trainer after the
+        test metrics, on the best parameters:
+        ``fn(task_config, model_config, params, out_dir=PATH, split="test") -> dict``
+        (JSON-serialisable; stored in report.json under ``"final_evaluation"``; files
+        go to ``WORKDIR/final_evaluation/``).
     """
 
     name: str
@@ -103,6 +111,8 @@ class Task:
     best_metric: str = "loss"
     best_mode: str = "min"
     plot_reference: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    io_dims: Callable[[Any], tuple[int, int]] | None = None
+    final_evaluation: Callable[..., dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:

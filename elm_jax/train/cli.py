@@ -27,14 +27,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         jax.distributed.initialize(coordinator_address=args.coordinator_address,
                                    num_processes=args.num_processes,
                                    process_id=args.process_id)
-    from .trainer import EXIT_INTERRUPTED, Trainer, resolve_run
+    from .trainer import EXIT_INTERRUPTED, Trainer, json_dumps, resolve_run
 
     task, run = resolve_run(args.task, args.preset, args.set or [])
     trainer = Trainer(task, run, args.workdir, resume=args.resume,
                       progress=not args.no_progress, stop_after_steps=args.stop_after_steps,
                       command=["elm-jax", *sys.argv[1:]])
     report = trainer.fit()
-    print(json.dumps(report, indent=1))
+    print(json_dumps(report))
     return 0 if report["status"] == "completed" else EXIT_INTERRUPTED
 
 

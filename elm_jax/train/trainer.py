@@ -80,13 +80,13 @@ def resolve_run(task_name: str, preset: str | None = None,
     model_kw.update(parsed["model"])
     options = ModelOptions(**{**{k: v for k, v in p.model.items() if k in option_names},
                               **parsed["model_options"]})
-    num_input, num_output = _io_dims(task, task_cfg)
+    train = dataclasses.replace(p.train, **parsed["train"])
+    num_input, num_output = _io_dims(task, task_cfg, train.seed)
     for name in TASK_FIXED_MODEL_FIELDS:
         model_kw.pop(name, None)
     from ..config import ELMConfig
 
     model = ELMConfig(num_input=num_input, num_output=num_output, **model_kw)
-    train = dataclasses.replace(p.train, **parsed["train"])
     train = dataclasses.replace(train, best_metric=train.best_metric or task.best_metric,
                                 best_mode=train.best_mode or task.best_mode)
     valid_metrics = ["loss", *task.metric_fns()]
@@ -97,9 +97,26 @@ def resolve_run(task_name: str, preset: str | None = None,
                            options=options, train=train)
 
 
-def _io_dims(task: Task, task_cfg: Any) -> tuple[int, int]:
-    data = task.make_data(task_cfg, 0)
-    return int(data.num_input), int(data.num_output)
+_DATA_CACHE: dict[tuple, Any] = {}
+
+
+def task_data(task: Task, task_cfg: Any, seed: int) -> Any:
+    """``task.make_data(task_cfg, seed)``, reusing the last instance built (data can be
+    expensive to open, and `resolve_run` and `Trainer.fit` both need it)."""
+    key = (task.name, id(task), task_cfg, seed)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = task.make_data(task_cfg, seed)
+    return _DATA_CACHE[key]
+
+
+def _io_dims(task: Task, task_cfg: Any, seed: int) -> tuple[int, int]:
+    if task.io_dims is not None:
+        num_input, num_output = task.io_dims(task_cfg)
+    else:
+        data = task_data(task, task_cfg, seed)
+        num_input, num_output = data.num_input, data.num_output
+    return int(num_input), int(num_output)
 
 
 # ---------------------------------------------------------------------------- steps
@@ -366,7 +383,7 @@ class Trainer:
         """Train (or continue) the run; returns the report (also in report.json)."""
         t0 = time.perf_counter()
         run, cfg, task = self.run, self.run.train, self.task
-        data = task.make_data(run.task, cfg.seed)
+        data = task_data(task, run.task, cfg.seed)
         if (data.num_input, data.num_output) != (run.model.num_input, run.model.num_output):
             raise ValueError(f"task data has num_input={data.num_input}, num_output="
                              f"{data.num_output} but the model has {run.model.num_input}, "
@@ -522,18 +539,22 @@ class Trainer:
         if status == "completed":
             final_params = state["params"]
             test_final = self.evaluator(final_params, data, "test")
-            test_best = test_final
+            test_best, best_params = test_final, final_params
             best_dir = self.workdir / "best_model"
             if best is not None and best_dir.exists() and best["step"] != step:
                 _, best_params = load_model(best_dir, run.model)
-                test_best = self.evaluator(jax.device_put(best_params, replicated(self.mesh)),
-                                           data, "test")
+                best_params = jax.device_put(best_params, replicated(self.mesh))
+                test_best = self.evaluator(best_params, data, "test")
             log.write("test", step, {**{f"{k}": v for k, v in test_best.items()},
                                      "params": "best"})
             log.write("test", step, {**test_final, "params": "final"})
             if self.is_main:
                 self._export(self.workdir / "final_model", final_params, step, None)
             report.update(test=test_best, test_final=test_final)
+            if self.task.final_evaluation is not None and self.is_main:
+                report["final_evaluation"] = self.task.final_evaluation(
+                    run.task, run.model, jax.device_get(best_params),
+                    out_dir=self.workdir / "final_evaluation", split="test")
         rate = clock.rate
         report.update(
             wall_time_s=wall, train_time_s=clock.seconds,
@@ -544,8 +565,21 @@ class Trainer:
             workdir=str(self.workdir))
         if self.is_main:
             self._plot(log.records, wait=True)
-            (self.workdir / "report.json").write_text(json.dumps(report, indent=1))
+            (self.workdir / "report.json").write_text(json_dumps(report))
         return report
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.generic, np.ndarray, jax.Array)):
+        return np.asarray(value).tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def json_dumps(value: Any) -> str:
+    """JSON text of a report (NumPy/JAX values and paths converted)."""
+    return json.dumps(value, indent=1, default=_json_default)
 
 
 def _fmt_val(val: dict[str, float]) -> str:
@@ -556,6 +590,6 @@ def evaluate_params(task: Task, run: RunConfig, params: Any, split: str = "test"
                     devices: Any = None) -> dict[str, float]:
     """Metrics of `params` on a split of the run's task data."""
     mesh = make_mesh(devices)
-    data = task.make_data(run.task, run.train.seed)
+    data = task_data(task, run.task, run.train.seed)
     evaluator = Evaluator(task, run, mesh)
     return evaluator(jax.device_put(params, replicated(mesh)), data, split)
