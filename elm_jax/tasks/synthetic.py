@@ -140,8 +140,9 @@ def _adding_presets() -> dict[str, Preset]:
         "long": Preset(
             "T=16,384, d_m=16 Branch-ELM (an accelerator is advised)",
             AddingConfig(seq_len=16_384, val_size=256, test_size=512),
-            dict(model, lambda_value=20.0, memory_tau_min=5000.0, memory_tau_max=50_000.0),
-            TrainConfig(steps=20_000, batch_size=32, learning_rate=5e-3, eval_every=1000,
+            dict(model, lambda_value=10.0, memory_tau_min=5000.0, memory_tau_max=50_000.0),
+            TrainConfig(steps=20_000, batch_size=32, learning_rate=5e-3, warmup_steps=500,
+                        eval_every=1000,
                         checkpoint_every=1000, log_every=50)),
     }
 
