@@ -76,3 +76,22 @@ def test_real_data_through_the_task(tmp_path):
     # no Data_test folder in the small real set: validation stands in for the test split
     test = list(data.eval_batches("test", 4))
     assert sum(float(b["weight"].sum()) for b in test) == 2
+
+
+def test_eval_cli_on_a_converted_published_checkpoint(tmp_path):
+    from elm_jax.cli import main
+
+    ref = require_shared("reference", "best_elm_neuron")
+    data_dir = require_shared("data", "neuronio_l5pc")
+    model = tmp_path / "best"
+    assert main(["convert", "--torch-checkpoint", str(ref / "neuronio_best_model_state.pt"),
+                 "--config", str(ref / "model_config.json"), "--out", str(model)]) == 0
+    out = tmp_path / "report.json"
+    assert main(["eval", "--task", "neuronio", "--checkpoint", str(model), "--data-dir",
+                 str(data_dir), "--out", str(out), "--plots", str(tmp_path / "plots")]) == 0
+    report = json.loads(out.read_text())
+    for key in ("AUC", "TP @ 0.0025 FP", "TP @ 0.0100 FP", "soma_RMSE", "soma_MAE",
+                "soma_explained_variance_percent"):
+        assert key in report
+    assert report["AUC"] >= 0.99
+    assert (tmp_path / "plots" / "neuronio_eval_simulation.png").exists()

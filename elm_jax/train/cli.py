@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -45,6 +46,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if bool(args.workdir) == bool(args.checkpoint):
         raise ValueError("give exactly one of --workdir (a training run) or --checkpoint "
                          "(a model directory)")
+    meta: dict = {}
     if args.workdir:
         task, run, _ = read_run(args.workdir)
         model_dir = Path(args.workdir) / f"{args.which}_model"
@@ -63,16 +65,35 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             task = get_task(meta["run"]["task_name"])
             run = run_config_from_dict(meta["run"], task.config_cls)
         elif args.task:
-            task, run = resolve_run(args.task, args.preset, args.set or [])
+            task, run = resolve_run(args.task, args.preset, [*(args.set or []), *(
+                [f"task.data_dir={args.data_dir}"] if args.data_dir else [])])
         else:
             raise ValueError(f"{model_dir} does not record its task; pass --task NAME "
                              f"[--preset NAME] [--set ...]")
         source = str(model_dir)
-    config, params = load_model(model_dir, run.model)
+    if args.data_dir:
+        if "data_dir" not in {f.name for f in dataclasses.fields(run.task)}:
+            raise ValueError(f"--data-dir: task {run.task_name!r} has no data_dir option")
+        run = dataclasses.replace(run, task=dataclasses.replace(run.task, data_dir=args.data_dir))
+    if args.workdir or "run" in meta:
+        config, params = load_model(model_dir, run.model)
+    else:
+        # a model directory from `elm-jax convert` (or elsewhere): its own config wins
+        config, params = load_model(model_dir)
+        if (config.num_input, config.num_output) != (run.model.num_input, run.model.num_output):
+            raise ValueError(f"{model_dir} has num_input={config.num_input}, num_output="
+                             f"{config.num_output}; task {run.task_name!r} needs "
+                             f"{run.model.num_input} and {run.model.num_output}")
+        run = dataclasses.replace(run, model=config)
     metrics = evaluate_params(task, run, params, args.split)
     result = {"source": source, "task": run.task_name, "preset": run.preset,
               "split": args.split, "metrics": metrics}
-    text = json.dumps(result, indent=1)
+    if task.final_evaluation is not None:
+        # the task's own (e.g. published) evaluation; its metrics go to the top level
+        published = task.final_evaluation(run.task, run.model, params, out_dir=args.plots,
+                                          split=args.split)
+        result = {**published, **result}
+    text = json.dumps(result, indent=1, default=float)
     if args.output:
         Path(args.output).write_text(text)
     print(text)
@@ -111,7 +132,9 @@ def register(subparsers) -> None:
     p.add_argument("--preset", help="with --task: the preset")
     p.add_argument("--set", action="extend", nargs="+", metavar="KEY=VALUE",
                    help="with --task: overrides")
-    p.add_argument("--output", help="also write the JSON result to this file")
+    p.add_argument("--output", "--out", help="also write the JSON result to this file")
+    p.add_argument("--data-dir", help="the task's data (sets task.data_dir), e.g. NeuronIO files")
+    p.add_argument("--plots", help="folder for the plots of the task's evaluation (NeuronIO)")
     p.set_defaults(func=_cmd_eval)
 
     p = subparsers.add_parser("tasks", help="list the registered tasks and their presets")
