@@ -188,7 +188,8 @@ def apply(params: Params, x: jax.Array, config: ELMConfig, *, backend: str = "au
         initial = initial_state(config, (batch,), dtype)
     else:
         _check_state(initial, config, batch)
-    drive = matmul(jnp.swapaxes(x, 0, 1), dyn.input_matrix, compute_dtype)  # (T, B, nb)
+    # route batch-major and transpose the (narrow) result, not the (wide) input
+    drive = jnp.swapaxes(matmul(x, dyn.input_matrix, compute_dtype), 0, 1)  # (T, B, nb)
     if backend == "scan":
         final, traces, memory = _scan_backend(dyn, drive, initial, config, unroll, remat,
                                               chunk_size, compute_dtype)
