@@ -1,0 +1,18 @@
+#!/usr/bin/env python3
+"""Runnable wrapper: the NeuronIO training step: JAX ELM vs the PyTorch per-step
+design vs Flax LSTM.
+
+Same as ``elm-jax bench neuronio ...``; the logic lives in `elm_jax.bench` (one source of
+truth). See benchmarks/README.md for the options and the recorded results.
+"""
+
+import sys
+from pathlib import Path
+
+# run from a checkout without installing: the repository root goes first on the path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from elm_jax.bench.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["neuronio", *sys.argv[1:]]))
