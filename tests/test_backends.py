@@ -96,7 +96,7 @@ def test_final_state_and_continuation_for_every_backend(x64):
 
 def test_resolution_rules_and_errors():
     config = make_config("none", "elm", 1, "relu")
-    assert resolve_backend("auto", config, "cpu") == "scan"
+    assert resolve_backend("auto", config, "cpu") == "hoisted"
     assert resolve_backend("auto", config.replace(memory_feedback=False), "cpu") == "hoisted"
     assert resolve_backend("auto", config, "gpu") == "associative"
     assert resolve_backend("auto", config, "tpu") == "associative"
