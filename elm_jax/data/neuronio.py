@@ -54,13 +54,14 @@ import os
 import pickle
 import queue
 import re
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
+
+from ..fileio import atomic_write
 
 __all__ = [
     "Y_SOMA_THRESHOLD", "Y_TRAIN_SOMA_BIAS", "Y_TRAIN_SOMA_SCALE", "IGNORE_TIME_FROM_START_MS",
@@ -452,24 +453,11 @@ def _read_cache(cache: Path, path: Path) -> NeuronIOData | None:
 
 
 def _write_cache(cache: Path, path: Path, data: NeuronIOData) -> None:
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", suffix=".tmp", dir=cache.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, format=np.array(CACHE_FORMAT), stamp=_source_stamp(path),
-                     num_segments=np.array(data.num_segments), event_ptr=data.event_ptr,
-                     event_channel=data.event_channel, y_spike=data.y_spike.astype(np.uint8),
-                     soma_mv=data.soma_mv.astype(np.float16),
-                     num_output_spikes=data.num_output_spikes)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, cache)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(cache, lambda f: np.savez(
+        f, format=np.array(CACHE_FORMAT), stamp=_source_stamp(path),
+        num_segments=np.array(data.num_segments), event_ptr=data.event_ptr,
+        event_channel=data.event_channel, y_spike=data.y_spike.astype(np.uint8),
+        soma_mv=data.soma_mv.astype(np.float16), num_output_spikes=data.num_output_spikes))
 
 
 def load_file(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None

@@ -51,11 +51,12 @@ import dataclasses
 import math
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from ..fileio import atomic_write
 
 __all__ = [
     "RATE_INTERVAL_OPTIONS_MS", "SMOOTHING_SIGMA_OPTIONS_MS", "TEACHER_KINDS", "Morphology",
@@ -557,21 +558,8 @@ def neuronio_file_name(total_spikes: int, num_sims: int, duration_ms: int, seed:
 def write_neuronio_file(path: str | os.PathLike, params: dict, sims: list[dict]) -> Path:
     """Pickle ``{"Params": params, "Results": {"listOfSingleSimulationDicts": sims}}``
     with protocol 2 to `path`, atomically (temporary file in the same folder, renamed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump({"Params": params, "Results": {"listOfSingleSimulationDicts": sims}},
-                        f, protocol=2)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    content = {"Params": params, "Results": {"listOfSingleSimulationDicts": sims}}
+    return atomic_write(path, lambda f: pickle.dump(content, f, protocol=2))
 
 
 def generate_file(folder: str | os.PathLike, *, kind: str = "dendritic", num_sims: int = 8,

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from ..data import neuronio as nio
+from ..fileio import atomic_write
 from ..train.config import Preset, TrainConfig
 from . import register_task
 from .base import Batch, Task
@@ -103,9 +104,7 @@ def ensure_teacher_data(cfg: NeuronIOTaskConfig) -> Path:
                      files_per_split={"train": cfg.teacher_train_files, "valid": 1, "test": 1},
                      sims_per_file=cfg.teacher_sims_per_file,
                      duration_ms=cfg.teacher_duration_ms, seed=cfg.teacher_seed)
-    tmp = root / f".COMPLETE.tmp-{os.getpid()}"
-    tmp.write_text("teacher dataset complete\n")
-    os.replace(tmp, marker)
+    atomic_write(marker, lambda f: f.write(b"teacher dataset complete\n"))
     return root
 
 

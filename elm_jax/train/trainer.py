@@ -45,9 +45,9 @@ from ..params import count_params, init_params
 from ..tasks import get_task
 from ..tasks.base import Task, head_outputs, reduce_per_example
 from .checkpointing import RunCheckpoints
-from .config import (ModelOptions, RunConfig, TASK_FIXED_MODEL_FIELDS, TrainConfig,
+from .config import (ModelOptions, RunConfig, TASK_FIXED_MODEL_FIELDS,
                      config_diff, parse_overrides, run_config_from_dict)
-from .observe import MetricsLog, Progress, read_jsonl
+from .observe import MetricsLog, Progress
 from .optim import make_optimizer
 from .parallel import batch_sharding, check_batch_size, make_mesh, put_batch, replicated
 from .plots import plot_curves
