@@ -6,6 +6,7 @@ Public API (shapes follow one convention, ``(batch, time, features)``):
 * `init_params`, `count_params`, `trainable_mask` -- the parameter pytree.
 * `step`, `initial_state`, `ELMState` -- one time step as a pure function.
 * `apply` -- a whole sequence with `jax.lax.scan`.
+* `SpikeEvents` -- sparse spike input for `apply` (padded per-sequence event lists).
 * `load_torch_checkpoint` -- published PyTorch checkpoints, without torch.
 * `ELMCell`, `ELMSequence` (Flax linen) and `NNXELM` (Flax NNX) -- thin shells.
 """
@@ -14,12 +15,13 @@ from .apply import apply
 from .checkpoints.convert import load_torch_checkpoint
 from .config import ELMConfig, PRESETS
 from .core import ELMState, initial_state, step
+from .events import SpikeEvents
 from .modules import ELMCell, ELMSequence, NNXELM
 from .params import check_params, count_params, init_params, trainable_mask
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ELMCell", "ELMConfig", "ELMSequence", "ELMState", "NNXELM", "PRESETS", "apply", "check_params", "count_params",
+    "ELMCell", "ELMConfig", "ELMSequence", "ELMState", "NNXELM", "PRESETS", "SpikeEvents", "apply", "check_params", "count_params",
     "init_params", "initial_state", "load_torch_checkpoint", "step", "trainable_mask", "__version__",
 ]

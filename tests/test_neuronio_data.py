@@ -319,3 +319,62 @@ def test_loader_throughput_reports_rates(teacher_file):
     stats = nio.loader_throughput(nio.WindowSampler([teacher_file], seed=0), num_batches=6)
     assert stats["num_batches"] == 6 and stats["windows_per_s"] > 0
     assert stats["windows_per_s"] == pytest.approx(8 * stats["batches_per_s"])
+
+
+# ---------------------------------------------------------------------------- events
+def test_window_events_equal_dense_windows(teacher_file):
+    data = nio.load_file(teacher_file)
+    sims, starts = [1, 1, 1, 0, 2], [-100, 1400, 3000, 0, 700]
+    events = data.x_window_events(sims, starts, 300)
+    assert events.shape == (5, 300, data.num_input) and events.value.dtype == np.int8
+    assert events.time.dtype == events.channel.dtype == np.int32
+    counts = (events.value != 0).sum(1)
+    assert events.capacity == counts.max() and counts[2] == 0  # window past the end
+    np.testing.assert_array_equal(events.to_dense(), data.x_windows(sims, starts, 300))
+    with pytest.raises(ValueError, match="capacity=3 is too small"):
+        data.x_window_events(sims, starts, 300, capacity=3)
+    # the window bound: the largest count over the allowed starts, by brute force
+    window, lo, hi = 200, 500, 1299
+    dense = data.x_dense()
+    brute = max(int((dense[s, t0:t0 + window] != 0).sum())
+                for s in range(data.num_sims) for t0 in range(lo, hi + 1))
+    assert data.max_window_events(window, lo, hi) == brute
+    assert data.max_window_events(window, 2000, 2100) == 0
+
+
+def test_window_sampler_events(teacher_file, x64):
+    import jax
+    import jax.numpy as jnp
+
+    import elm_jax
+
+    dense = nio.WindowSampler([teacher_file], seed=2, window=300, batch_size=4)
+    events = nio.WindowSampler([teacher_file], seed=2, window=300, batch_size=4,
+                               input_format="events")
+    assert dense.capacity is None
+    # capacity: the largest window the sampler can draw (starts in [500, T - window))
+    data = events.file(0)
+    assert events.capacity == data.max_window_events(300, 500, data.duration_ms - 301)
+    for index in range(3):
+        (xe, se, ve), (xd, sd, vd) = events.batch(index), dense.batch(index)
+        assert xe.capacity == events.capacity and xe.shape == xd.shape
+        np.testing.assert_array_equal(xe.to_dense(), xd)
+        np.testing.assert_array_equal(se, sd)
+        np.testing.assert_array_equal(ve, vd)
+    # the same windows through apply: equal outputs
+    config = elm_jax.ELMConfig(num_input=data.num_input, num_output=2, num_memory=3,
+                               num_branch=5, num_synapse_per_branch=256, routing="neuronio")
+    params = elm_jax.init_params(jax.random.key(0), config, jnp.float64)
+    y_events = elm_jax.apply(params, xe, config)
+    y_dense = elm_jax.apply(params, xd, config)
+    assert y_events.dtype == jnp.float64
+    np.testing.assert_allclose(y_events, y_dense, rtol=0, atol=1e-10)
+    # a given capacity is used as is; too small fails when a batch needs more
+    small = nio.WindowSampler([teacher_file], seed=2, window=300, batch_size=4,
+                              input_format="events", capacity=2)
+    with pytest.raises(ValueError, match="capacity=2 is too small"):
+        small.batch(0)
+    with pytest.raises(ValueError, match="input_format='sparse' is invalid"):
+        nio.WindowSampler([teacher_file], input_format="sparse")
+    with pytest.raises(ValueError, match="capacity=0 is invalid"):
+        nio.WindowSampler([teacher_file], input_format="events", capacity=0)

@@ -3,12 +3,15 @@ and the published evaluation in the final report."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import jax
 import numpy as np
 import pytest
 
 from conftest import require_shared
+from elm_jax.events import SpikeEvents
 from elm_jax.tasks import get_task
 from elm_jax.tasks.neuronio import NeuronIOTaskConfig, NeuronIOTaskData, ensure_teacher_data
 from elm_jax.train.trainer import Trainer, resolve_run
@@ -43,16 +46,31 @@ def test_teacher_data_is_reused_and_batches_are_deterministic(cache):
     root = ensure_teacher_data(cfg)
     stamp = (root / "COMPLETE").stat().st_mtime_ns
     assert ensure_teacher_data(cfg) == root and (root / "COMPLETE").stat().st_mtime_ns == stamp
+    assert cfg.input_format == "events"
     a, b = NeuronIOTaskData(cfg, seed=3), NeuronIOTaskData(cfg, seed=3)
     batch_a, batch_b = a.train_batch(5, 4), b.train_batch(5, 4)
-    np.testing.assert_array_equal(batch_a["x"], batch_b["x"])
-    np.testing.assert_array_equal(batch_a["y"], batch_b["y"])
-    assert batch_a["x"].shape == (4, 200, 1278) and batch_a["x"].dtype == np.int8
+    for leaf_a, leaf_b in zip(jax.tree_util.tree_leaves(batch_a),
+                              jax.tree_util.tree_leaves(batch_b)):
+        np.testing.assert_array_equal(leaf_a, leaf_b)
+    assert isinstance(batch_a["x"], SpikeEvents) and batch_a["x"].dtype == np.int8
+    assert batch_a["x"].shape == (4, 200, 1278)
+    # the dense format holds the same input
+    dense = NeuronIOTaskData(dataclasses.replace(cfg, input_format="dense"), seed=3)
+    batch_d = dense.train_batch(5, 4)
+    assert batch_d["x"].shape == (4, 200, 1278) and batch_d["x"].dtype == np.int8
+    np.testing.assert_array_equal(batch_a["x"].to_dense(), batch_d["x"])
+    np.testing.assert_array_equal(batch_a["y"], batch_d["y"])
     assert batch_a["y"].shape == (4, 200, 2)
     assert set(np.unique(batch_a["y"][..., 0])) <= {0.0, 1.0}
     val = list(a.eval_batches("val", 3))
     assert sum(float(v["weight"].sum()) for v in val) == 2 * 2  # 2 sims x 2 windows
     assert val[-1]["weight"][-1] == 0.0  # padded row
+    # evaluation batches: one capacity for the split, the same input as the dense ones
+    assert len({v["x"].capacity for v in val}) == 1
+    for ev, de in zip(val, dense.eval_batches("val", 3), strict=True):
+        np.testing.assert_array_equal(ev["x"].to_dense(), de["x"])
+        np.testing.assert_array_equal(ev["y"], de["y"])
+        np.testing.assert_array_equal(ev["weight"], de["weight"])
 
 
 def test_neuronio_presets_are_listed_and_validated():
@@ -64,6 +82,26 @@ def test_neuronio_presets_are_listed_and_validated():
     assert run.train.learning_rate == 5e-4 and run.train.batch_size == 8
     with pytest.raises(ValueError, match="task.teacher='hh' is invalid"):
         resolve_run("neuronio", "tiny", ["task.teacher=hh"])
+    with pytest.raises(ValueError, match="task.input_format='sparse' is invalid.*events"):
+        resolve_run("neuronio", "tiny", ["task.input_format=sparse"])
+
+
+def test_events_and_dense_inputs_train_alike(tmp_path, cache):
+    # the same tiny run (train steps, validation, test) with both input formats:
+    # equal up to float32 rounding (the routing sums in another order)
+    records = {}
+    for fmt in ("events", "dense"):
+        task, run = resolve_run("neuronio", "tiny", [f"task.input_format={fmt}",
+                                                     "train.steps=4", "train.eval_every=2",
+                                                     "train.checkpoint_every=4"])
+        Trainer(task, run, tmp_path / fmt, progress=False).fit()
+        lines = (tmp_path / fmt / "metrics.jsonl").read_text().splitlines()
+        records[fmt] = [json.loads(line) for line in lines]
+    events, dense = records["events"], records["dense"]
+    assert [(r["kind"], r["step"]) for r in events] == [(r["kind"], r["step"]) for r in dense]
+    assert {r["kind"] for r in events} >= {"train", "val", "test"}
+    for a, b in zip(events, dense):
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5, err_msg=str(a))
 
 
 def test_real_data_through_the_task(tmp_path):

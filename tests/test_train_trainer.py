@@ -343,3 +343,24 @@ def test_custom_per_step_task_with_burn_in_loss_and_final_evaluation_hook(tmp_pa
     assert report["final_evaluation"] == {"custom_score": 0.5}
     assert json.loads((tmp_path / "report.json").read_text())["final_evaluation"] == \
         {"custom_score": 0.5}
+
+
+def test_input_dropout_and_put_batch_take_spike_events():
+    from elm_jax.events import SpikeEvents
+    from elm_jax.train.parallel import batch_sharding, make_mesh, put_batch
+    from elm_jax.train.trainer import _input_dropout
+
+    x = np.zeros((2, 50, 8), np.int8)
+    x[:, ::2, 3], x[1, 1::2, 5] = 1, -1
+    events = SpikeEvents.from_dense(x, capacity=60, dtype=np.int8)
+    batch = put_batch({"x": events, "y": np.ones((2, 50))}, batch_sharding(make_mesh()))
+    assert isinstance(batch["x"], SpikeEvents) and isinstance(batch["x"].time, jax.Array)
+    np.testing.assert_array_equal(batch["x"].to_dense(), x)
+    dropped = jax.jit(_input_dropout, static_argnums=2)(batch["x"], jax.random.key(0), 0.5)
+    value = np.asarray(dropped.value)
+    assert value.dtype == np.float32
+    # each event kept (scaled by 2) or dropped; padding stays 0
+    np.testing.assert_array_equal(value[events.value == 0], 0)
+    kept = (value != 0).sum() / (events.value != 0).sum()
+    assert 0.3 < kept < 0.7
+    np.testing.assert_array_equal(value[value != 0] / 2, events.value[value != 0])

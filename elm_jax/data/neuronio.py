@@ -30,11 +30,11 @@ Preprocessing, as published (the reference ELM loader):
 
 Files are held sparsely in memory (`NeuronIOData`: the spike events of each simulation
 sorted by time, plus the targets), so a 128-simulation file costs ~50 MB instead of the
-~1 GB of its dense input; windows are made dense on demand.  `load_file` can keep a
-``.npz`` cache of that form (written atomically; `prepare_cache` builds it for many files
-in parallel).  `WindowSampler`
-draws training batches as a pure function of ``(seed, batch index)`` and streams them
-with a background thread.
+~1 GB of its dense input; windows are made dense on demand (`NeuronIOData.x_windows`)
+or handed on sparse as `elm_jax.SpikeEvents` (`NeuronIOData.x_window_events`).
+`load_file` can keep a ``.npz`` cache of that form (written atomically; `prepare_cache`
+builds it for many files in parallel).  `WindowSampler` draws training batches as a pure
+function of ``(seed, batch index)`` and streams them with a background thread.
 
 Loading is strict: the pickle may only reference the globals that numpy arrays and
 scalars need; anything else, a truncated or corrupt file, or a file without the NeuronIO
@@ -61,6 +61,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from ..events import SpikeEvents
 from ..fileio import atomic_write
 
 __all__ = [
@@ -257,34 +258,85 @@ class NeuronIOData:
     def num_events(self) -> int:
         return int(self.event_channel.shape[0])
 
-    def x_windows(self, sims: Sequence[int], starts: Sequence[int], window: int) -> np.ndarray:
-        """Dense signed inputs of windows ``[start, start + window)`` of simulations.
-
-        Time steps outside ``[0, T)`` are zero (padding).  Returns (n, window, 2 S) int8
-        with +1 for excitatory and -1 for inhibitory spikes.
-        """
+    def _window_spikes(self, sims: Sequence[int], starts: Sequence[int], window: int
+                       ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per window ``[start, start + window)`` of simulation ``sim``: ``(t, channel)``,
+        two (events,) int64 arrays, ``t`` relative to the window start, sorted by time
+        (events outside ``[0, T)`` do not exist, so such steps stay empty)."""
         sims = np.asarray(sims, np.int64).reshape(-1)
         starts = np.asarray(starts, np.int64).reshape(-1)
         if sims.shape != starts.shape:
             raise ValueError(f"sims and starts differ in length: {sims.shape} vs {starts.shape}")
         if sims.size and (sims.min() < 0 or sims.max() >= self.num_sims):
             raise ValueError(f"{self.source}: simulation index out of range [0, {self.num_sims})")
-        out = np.zeros((sims.size, window, self.num_input), np.int8)
-        flat_idx, channels = [], []
+        out = []
         T = self.duration_ms
-        for i, (s, t0) in enumerate(zip(sims, starts)):
+        for s, t0 in zip(sims, starts):
             a, b = max(int(t0), 0), min(int(t0) + window, T)
             if b <= a:
+                out.append((np.zeros(0, np.int64), np.zeros(0, np.int64)))
                 continue
             ptr = self.event_ptr[s, a:b + 1]
-            ch = self.event_channel[ptr[0]:ptr[-1]]
-            t = np.repeat(np.arange(a - t0, b - t0), np.diff(ptr))
-            flat_idx.append((i * window + t) * self.num_input + ch)
-            channels.append(ch)
-        if flat_idx:
-            ch = np.concatenate(channels)
-            out.reshape(-1)[np.concatenate(flat_idx)] = np.where(ch < self.num_segments, 1, -1)
+            ch = self.event_channel[ptr[0]:ptr[-1]].astype(np.int64)
+            out.append((np.repeat(np.arange(a - t0, b - t0), np.diff(ptr)), ch))
         return out
+
+    def _signs(self, channel: np.ndarray) -> np.ndarray:
+        """+1 for excitatory channels (< S), -1 for inhibitory ones, as int8."""
+        return np.where(channel < self.num_segments, 1, -1).astype(np.int8)
+
+    def x_windows(self, sims: Sequence[int], starts: Sequence[int], window: int) -> np.ndarray:
+        """Dense signed inputs of windows ``[start, start + window)`` of simulations.
+
+        Time steps outside ``[0, T)`` are zero (padding).  Returns (n, window, 2 S) int8
+        with +1 for excitatory and -1 for inhibitory spikes.
+        """
+        spikes = self._window_spikes(sims, starts, window)
+        out = np.zeros((len(spikes), window, self.num_input), np.int8)
+        flat = out.reshape(-1)
+        for i, (t, ch) in enumerate(spikes):
+            flat[(i * window + t) * self.num_input + ch] = self._signs(ch)
+        return out
+
+    def x_window_events(self, sims: Sequence[int], starts: Sequence[int], window: int,
+                        capacity: int | None = None) -> SpikeEvents:
+        """The windows of `x_windows` as `SpikeEvents`, built from the stored events
+        (no dense intermediate).
+
+        Args:
+          sims, starts: (n,) simulation and start (ms) of each window.
+          window: window length (ms).
+          capacity: events per window after padding; default the largest count among
+            these windows (at least 1).  ValueError if a window has more.
+        Returns: `SpikeEvents` of shape (n, window, 2 S) holding NumPy arrays: ``time``,
+          ``channel`` (n, capacity) int32, ``value`` (n, capacity) int8 in {-1, 0, 1}
+          (0 = padding); ``to_dense()`` equals ``x_windows(sims, starts, window)``.
+        """
+        spikes = self._window_spikes(sims, starts, window)
+        if capacity is None:
+            capacity = max([1] + [len(t) for t, _ in spikes])
+        return SpikeEvents.from_lists([(t, ch, self._signs(ch)) for t, ch in spikes],
+                                      window, self.num_input, capacity, dtype=np.int8)
+
+    def max_window_events(self, window: int, first_start: int = 0,
+                          last_start: int | None = None) -> int:
+        """The most input events in any window ``[t0, t0 + window)`` of any simulation,
+        over starts ``first_start <= t0 <= last_start`` (default: every start of a window
+        that lies inside ``[0, T)``).
+
+        ``event_ptr`` is the cumulative event count per time step, so the count of every
+        window is one subtraction: ``event_ptr[s, t0 + window] - event_ptr[s, t0]``
+        (steps outside ``[0, T)`` hold no events).  Returns 0 when no start is in range.
+        """
+        T = self.duration_ms
+        last = T - window if last_start is None else int(last_start)
+        first, last = max(int(first_start), -window), min(last, T)
+        if last < first:
+            return 0
+        t0 = np.arange(first, last + 1)
+        lo = self.event_ptr[:, np.clip(t0, 0, T)]
+        hi = self.event_ptr[:, np.clip(t0 + window, 0, T)]
+        return int((hi - lo).max()) if self.num_sims else 0
 
     def x_dense(self, sims: Sequence[int] | None = None) -> np.ndarray:
         """Dense signed inputs of whole simulations: (n, T, 2 S) int8."""
@@ -513,7 +565,8 @@ def prepare_cache(paths: Iterable[str | os.PathLike], cache_dir: str | os.PathLi
 
 
 # ---------------------------------------------------------------------------- sampling
-Batch = tuple[np.ndarray, np.ndarray, np.ndarray]
+Batch = tuple[Any, np.ndarray, np.ndarray]  # (x: ndarray or SpikeEvents, y_spike, y_soma)
+INPUT_FORMATS = ("dense", "events")
 
 
 class WindowSampler:
@@ -528,7 +581,9 @@ class WindowSampler:
     ``[ignore_start_ms, T - window)``, both from ``np.random.default_rng([seed, i])``.
 
     A batch is ``(x (B, window, 2S) int8 in {-1, 0, 1}, y_spike (B, window) float32,
-    y_soma (B, window) float32 scaled as for training)``.
+    y_soma (B, window) float32 scaled as for training)``; with ``input_format="events"``
+    ``x`` is the same input as an `elm_jax.SpikeEvents` (``value`` int8 +-1, 0 for
+    padding) cut straight from the stored events, with the sampler's fixed `capacity`.
 
     Args:
       sources: paths of NeuronIO files, or loaded `NeuronIOData`.
@@ -539,6 +594,14 @@ class WindowSampler:
         (57 for 128 x 6 s files and batch 8 with the published fraction 0.3), at least 1.
       cache_dir: `load_file` cache for paths.
       max_files_in_memory: loaded files kept (least recently used dropped).
+      input_format: ``"dense"`` (default) or ``"events"`` (see above).
+      capacity: ``"events"`` only: events per window after padding, the same for every
+        batch so that a jitted step compiles once.  Default: the most events in any
+        window the sampler can draw, i.e. the maximum over files and simulations of
+        `NeuronIOData.max_window_events` over starts ``[ignore_start_ms, T - window)``
+        (an exact upper bound; construction then loads every file once, fast with a
+        `cache_dir`).  A given capacity skips that scan; a batch with a window holding
+        more events raises ValueError naming the capacity.
 
     State: none besides the file cache; `iterate(start)` resumes at any batch index, so
     a trainer checkpoints just the next index.
@@ -554,7 +617,8 @@ class WindowSampler:
                  batch_size: int = 8, window: int = WINDOW_MS,
                  ignore_start_ms: int = IGNORE_TIME_FROM_START_MS,
                  batches_per_file: int | None = None, file_load_fraction: float = 0.3,
-                 cache_dir: str | os.PathLike | None = None, max_files_in_memory: int = 2):
+                 cache_dir: str | os.PathLike | None = None, max_files_in_memory: int = 2,
+                 input_format: str = "dense", capacity: int | None = None):
         if isinstance(sources, (str, os.PathLike, NeuronIOData)):
             sources = [sources]
         if not sources:
@@ -562,6 +626,14 @@ class WindowSampler:
         for name, value in (("batch_size", batch_size), ("window", window)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} is invalid: expected an integer >= 1")
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format={input_format!r} is invalid: expected one of "
+                             f"{INPUT_FORMATS}")
+        if capacity is not None and (isinstance(capacity, bool)
+                                     or not isinstance(capacity, int) or capacity < 1):
+            raise ValueError(f"capacity={capacity!r} is invalid: expected an integer >= 1 "
+                             f"or None")
+        self.input_format = input_format
         self.sources = list(sources)
         self.seed = int(seed)
         self.batch_size = batch_size
@@ -577,6 +649,19 @@ class WindowSampler:
             batches_per_file = int(file_load_fraction * first.num_sims * first.duration_ms
                                    / (batch_size * window))
         self.batches_per_file = max(1, int(batches_per_file))
+        self.capacity: int | None = None
+        if input_format == "events":
+            self.capacity = capacity if capacity is not None else self._capacity_bound()
+
+    def _capacity_bound(self) -> int:
+        """Most events in any window `batch` can draw from any file (at least 1)."""
+        bound = 1
+        for k in range(self.num_files):
+            data = self.file(k)
+            last = data.duration_ms - self.window - 1   # starts < T - window (see batch)
+            count = data.max_window_events(self.window, self.ignore_start_ms, last)
+            bound = max(bound, count)
+        return bound
 
     @property
     def num_files(self) -> int:
@@ -635,7 +720,10 @@ class WindowSampler:
         sims = rng.choice(data.num_sims, size=self.batch_size,
                           replace=data.num_sims < self.batch_size)
         starts = self.ignore_start_ms + rng.integers(0, span, size=self.batch_size)
-        x = data.x_windows(sims, starts, self.window)
+        if self.input_format == "events":
+            x = data.x_window_events(sims, starts, self.window, self.capacity)
+        else:
+            x = data.x_windows(sims, starts, self.window)
         cols = starts[:, None] + np.arange(self.window)
         y_spike = data.y_spike[sims[:, None], cols]
         y_soma = soma_train_target(data.soma_mv[sims[:, None], cols])

@@ -18,7 +18,8 @@ A `Task` couples
 
 Batches are dicts of NumPy arrays with a fixed batch size:
 
-* ``"x"``: (batch, time, num_input) inputs (float, int or bool);
+* ``"x"``: (batch, time, num_input) inputs (float, int or bool), or the same input as
+  an `elm_jax.SpikeEvents` (leaves batch-first; a fixed capacity keeps one compilation);
 * ``"y"``: targets -- (batch, time, num_output) or (batch, time) integer classes for
   per-step heads; (batch, num_output) or (batch,) integer classes for last-step heads;
 * ``"weight"`` (optional): (batch,) example weights, 0 for padding rows of the last

@@ -40,11 +40,16 @@ def check_batch_size(batch_size: int, mesh: Mesh, what: str) -> None:
                          f"data mesh; use a multiple of {n}")
 
 
-def put_batch(batch: dict[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
-    """Place a global host batch on the mesh, sharded along the batch axis."""
-    out = {}
-    for key, value in batch.items():
+def put_batch(batch: dict[str, Any], sharding: NamedSharding) -> dict[str, Any]:
+    """Place a global host batch on the mesh, sharded along the batch axis.
+
+    Every leaf is placed on its own, so a pytree value whose leaves all have the batch
+    axis first (an `elm_jax.SpikeEvents` ``"x"``: ``time``, ``channel``, ``value`` of
+    shape (batch, capacity)) shards like a dense array.
+    """
+    def put(value: Any) -> jax.Array:
         value = np.asarray(value)
-        out[key] = jax.make_array_from_callback(value.shape, sharding,
-                                                lambda index, v=value: v[index])
-    return out
+        return jax.make_array_from_callback(value.shape, sharding,
+                                            lambda index: value[index])
+
+    return jax.tree_util.tree_map(put, dict(batch))

@@ -41,6 +41,7 @@ import optax
 
 from ..apply import apply
 from ..checkpoints.model_dir import load_model, save_model
+from ..events import is_events
 from ..params import count_params, init_params
 from ..tasks import get_task
 from ..tasks.base import Task, head_outputs, reduce_per_example
@@ -128,6 +129,22 @@ def _loss_terms(task: Task, run: RunConfig, params: Any, batch: dict, x: jax.Arr
             for name, fn in fns.items()}
 
 
+def _input_dropout(x: Any, key: jax.Array, rate: float) -> Any:
+    """Zero each input entry with probability `rate`, scale the rest by 1 / (1 - rate).
+
+    For an `elm_jax.SpikeEvents` ``x`` each event is dropped independently (the same
+    distribution as dense dropout of its non-zero entries, with other random draws;
+    duplicate events of one entry are dropped separately).
+    """
+    if is_events(x):
+        value = jnp.asarray(x.value).astype(jnp.float32)
+        keep = jax.random.bernoulli(key, 1.0 - rate, value.shape)
+        return dataclasses.replace(x, value=jnp.where(keep, value / (1.0 - rate), 0.0))
+    x = x.astype(jnp.float32)
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
 def make_train_step(task: Task, run: RunConfig, tx: optax.GradientTransformation,
                     schedule: Any, mesh: jax.sharding.Mesh):
     """The jit-compiled ``(state, batch) -> (state, metrics)`` (state donated)."""
@@ -138,9 +155,7 @@ def make_train_step(task: Task, run: RunConfig, tx: optax.GradientTransformation
     def loss_fn(params, batch, key):
         x = batch["x"]
         if cfg.input_dropout > 0:
-            x = x.astype(jnp.float32)
-            keep = jax.random.bernoulli(key, 1.0 - cfg.input_dropout, x.shape)
-            x = jnp.where(keep, x / (1.0 - cfg.input_dropout), 0.0)
+            x = _input_dropout(x, key, cfg.input_dropout)
         per_example = _loss_terms(task, run, params, batch, x, {"loss": loss_el})["loss"]
         weight = batch.get("weight")
         if weight is None:
