@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 import elm_jax
-from elm_jax.apply import default_chunk_size, resolve_backend, resolve_remat
+from elm_jax.apply import (HOISTED_CHUNK_FLOATS, default_chunk_size, hoisted_chunk_size,
+                           resolve_backend, resolve_remat)
+from elm_jax.backends import hoisted
 from test_core_equivalence import ROUTINGS, make_config, random_params, reference
 
 OPTIONS = [
@@ -65,6 +67,33 @@ def test_custom_backward_any_depth_float32(layers, activation):
     for a, b in zip(jax.tree_util.tree_leaves(g_hoist), jax.tree_util.tree_leaves(g_scan)):
         scale = float(jnp.abs(b).max()) + 1e-12
         assert float(jnp.abs(a - b).max()) <= 1e-5 * scale
+
+
+@pytest.mark.parametrize("recompute_max_macs", [0, 10**9])
+def test_custom_backward_stored_and_recomputed_products(x64, monkeypatch,
+                                                        recompute_max_macs):
+    # the reverse loop either stores its per-step products (large MLPs) or keeps only
+    # the carry and recomputes them over all tokens (small MLPs): both exact
+    monkeypatch.setattr(hoisted, "RECOMPUTE_MAX_MACS", recompute_max_macs)
+    config = make_config("random", "branch_elm", 2, "silu", learn_memory_tau=True)
+    params = random_params(config, seed=11)
+    x = jnp.asarray(np.random.default_rng(12).normal(size=(2, 23, config.num_input)))
+    g_scan = jax.grad(_loss)(params, x, config, backend="scan", remat="none")
+    g_hoist = jax.grad(_loss)(params, x, config, backend="hoisted", chunk_size=5)
+    for a, b in zip(jax.tree_util.tree_leaves(g_hoist), jax.tree_util.tree_leaves(g_scan)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_hoisted_chunk_rule():
+    neuronio = elm_jax.ELMConfig.preset("neuronio_branch_dm15")
+    assert hoisted_chunk_size(500, 8, neuronio) == 500  # whole window: one chunk
+    pathx = make_config("none", "elm", 1, "relu").replace(num_memory=150,
+                                                         mlp_hidden_size=300)
+    chunk = hoisted_chunk_size(16384, 32, pathx)
+    per_token = 2 * 300 + 3 * 150 + pathx.num_branch
+    assert chunk & (chunk - 1) == 0 and 8 <= chunk < 16384
+    assert chunk * 32 * per_token <= HOISTED_CHUNK_FLOATS < 2 * chunk * 32 * per_token
+    assert hoisted_chunk_size(10**6, 10**4, pathx) == 8  # floor
 
 
 def test_parallel_elm_equals_its_own_sequential_loop(x64):

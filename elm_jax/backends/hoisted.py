@@ -74,6 +74,16 @@ def _act_grad(name: str, z: jax.Array) -> jax.Array:
     return sig * (1.0 + z * (1.0 - sig))
 
 
+# Reverse loop: below this many MLP multiply-adds per token, recompute the per-step
+# backward products after the loop (batched) rather than storing them from the loop.
+RECOMPUTE_MAX_MACS = 8192
+
+
+def _mlp_macs(w: CoreWeights) -> int:
+    macs = (w.w_branch.shape[0] + w.w_memory.shape[0]) * w.w_memory.shape[1]
+    return macs + sum(int(k.shape[0]) * int(k.shape[1]) for k, _ in w.layers)
+
+
 def _pad_chunks(x: jax.Array, chunk: int) -> jax.Array:
     """(T, ...) -> (ceil(T/chunk), chunk, ...), zero-padded at the end."""
     steps = x.shape[0]
@@ -87,15 +97,18 @@ def _pad_chunks(x: jax.Array, chunk: int) -> jax.Array:
 def _forward(w: CoreWeights, traces: jax.Array, m0: jax.Array, activation: str,
              chunk: int, unroll: int, compute_dtype: Any) -> jax.Array:
     steps = traces.shape[0]
+    # fold constants into the weights once, so the loop body is dot, fusion, dot, fusion
+    w_memory = w.decay[:, None] * w.w_memory  # (kappa_m m) @ W_m == m @ (kappa_m W_m)
+    scale = w.scale * TANH_SCALE
 
     def chunk_body(m, traces_c):
         pre = matmul(traces_c, w.w_branch, compute_dtype) + w.bias
 
         def step(m, pre_t):
-            z = pre_t + matmul(w.decay * m, w.w_memory, compute_dtype)
+            z = pre_t + matmul(m, w_memory, compute_dtype)
             for kernel, bias in w.layers:
                 z = matmul(_act(activation, z), kernel, compute_dtype) + bias
-            m = w.decay * m + w.scale * (TANH_SCALE * jnp.tanh(TANH_SLOPE * z))
+            m = w.decay * m + scale * jnp.tanh(TANH_SLOPE * z)
             return m, m
 
         return jax.lax.scan(step, m, pre, unroll=unroll)
@@ -116,6 +129,7 @@ def _core_fwd(w, traces, m0, activation, chunk, unroll, compute_dtype):
 
 def _core_bwd(activation, chunk, unroll, compute_dtype, residuals, g_ms):
     w, traces, m0, ms = residuals
+    recompute = _mlp_macs(w) <= RECOMPUTE_MAX_MACS
     steps = traces.shape[0]
     ms_chunks = _pad_chunks(ms, chunk)
     # memory before each chunk: m0, then the last step of every earlier chunk (the
@@ -141,19 +155,32 @@ def _core_bwd(activation, chunk, unroll, compute_dtype, residuals, g_ms):
         d_out = w.scale * (TANH_SCALE * TANH_SLOPE) * (1.0 - th * th)
         d_hidden = [_act_grad(activation, z) for z in zs[:-1]]
 
+        def back_products(big_g, d_out, d_hidden):
+            dz = big_g * d_out
+            dzs = [dz]
+            for (kernel, _), d_act in zip(reversed(w.layers), reversed(d_hidden)):
+                dz = mm(dz, kernel.T) * d_act
+                dzs.append(dz)
+            return dzs[::-1]
+
         def step(g, xs_t):
             gext_t, d_out_t, d_hidden_t = xs_t
             big_g = g + gext_t
-            dz = big_g * d_out_t
-            dzs = [dz]
-            for (kernel, _), d_act in zip(reversed(w.layers), reversed(d_hidden_t)):
-                dz = mm(dz, kernel.T) * d_act
-                dzs.append(dz)
-            ddec = big_g + mm(dz, w.w_memory.T)
-            return w.decay * ddec, (big_g, ddec, tuple(reversed(dzs)))
+            dzs = back_products(big_g, d_out_t, d_hidden_t)
+            ddec = big_g + mm(dzs[0], w.w_memory.T)
+            # small MLPs: keep only the carry per step (each stored array is one more
+            # loop operation) and redo the products below as matmuls over all tokens
+            return w.decay * ddec, (g if recompute else (g, tuple(dzs), ddec))
 
-        g, (big_g, ddec, dzs) = jax.lax.scan(step, g, (gext_c, d_out, tuple(d_hidden)),
-                                             reverse=True, unroll=unroll)
+        g, stored = jax.lax.scan(step, g, (gext_c, d_out, tuple(d_hidden)), reverse=True,
+                                 unroll=unroll)
+        if recompute:
+            big_g = stored + gext_c
+            dzs = back_products(big_g, d_out, d_hidden)
+            ddec = big_g + mm(dzs[0], w.w_memory.T)
+        else:
+            big_g = stored[0] + gext_c
+            dzs, ddec = list(stored[1]), stored[2]
         dz1 = dzs[0]
         layer_grads = tuple(
             (tokens(a).T @ tokens(dz), dz.sum((0, 1)))
