@@ -37,7 +37,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .backends.hoisted import core_weights, memory_core
+from .backends.hoisted import chunk_floats_per_token, core_weights, memory_core
 from .backends.linear import linear_recurrence
 from .config import ELMConfig
 from .core import (Dynamics, ELMState, check_input, initial_state, matmul, memory_update,
@@ -75,15 +75,15 @@ def hoisted_chunk_size(steps: int, batch: int, config: ELMConfig) -> int:
     """Default chunk of the hoisted memory core: as long as the chunk's temporaries fit.
 
     The custom backward recomputes a chunk's MLP activations at once, holding about
-    ``2 * sum(hidden sizes) + 3 * num_memory + num_branch`` floats per token.  Longer
+    ``2 * sum(hidden sizes) + 3 * num_memory + num_branch`` floats per token (plus
+    ``num_memory**2`` when its reverse loop uses per-token Jacobians, see
+    `elm_jax.backends.hoisted.chunk_floats_per_token`).  Longer
     chunks mean fewer, larger matmuls and fewer loop launches (at T = 500, batch 8 one
     chunk of 500 steps trains the NeuronIO model 1.35x faster than chunks of 16), so
     the chunk is the whole sequence when that fits in `HOISTED_CHUNK_FLOATS` (8 MiB),
     else the largest power of two that does (at least 8 steps).
     """
-    per_token = (2 * config.mlp_hidden_size * config.mlp_num_layers + 3 * config.num_memory
-                 + config.num_branch)
-    fit = HOISTED_CHUNK_FLOATS // max(1, batch * per_token)
+    fit = HOISTED_CHUNK_FLOATS // max(1, batch * chunk_floats_per_token(config))
     if fit >= steps:
         return int(steps)
     return int(max(8, 2 ** int(math.floor(math.log2(max(1, fit))))))

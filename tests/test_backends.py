@@ -69,19 +69,34 @@ def test_custom_backward_any_depth_float32(layers, activation):
         assert float(jnp.abs(a - b).max()) <= 1e-5 * scale
 
 
-@pytest.mark.parametrize("recompute_max_macs", [0, 10**9])
-def test_custom_backward_stored_and_recomputed_products(x64, monkeypatch,
-                                                        recompute_max_macs):
-    # the reverse loop either stores its per-step products (large MLPs) or keeps only
-    # the carry and recomputes them over all tokens (small MLPs): both exact
-    monkeypatch.setattr(hoisted, "RECOMPUTE_MAX_MACS", recompute_max_macs)
-    config = make_config("random", "branch_elm", 2, "silu", learn_memory_tau=True)
+@pytest.mark.parametrize("mode,layers,activation", [
+    ("jacobian", 0, "relu"), ("jacobian", 1, "silu"), ("recompute", 2, "silu"),
+    ("store", 1, "relu"), ("store", 2, "silu")])
+def test_custom_backward_reverse_modes(x64, monkeypatch, mode, layers, activation):
+    # the reverse loop multiplies per-token Jacobians (small models), keeps only the
+    # carry and redoes the products over all tokens, or stores them: all exact
+    chosen = []
+
+    def forced(num_memory, num_hidden_layers, mlp_macs):
+        chosen.append(mode)
+        return mode
+
+    monkeypatch.setattr(hoisted, "reverse_mode", forced)
+    jax.clear_caches()  # `apply` is jitted per config: retrace with the forced mode
+    config = make_config("random", "branch_elm", layers, activation, learn_memory_tau=True)
     params = random_params(config, seed=11)
     x = jnp.asarray(np.random.default_rng(12).normal(size=(2, 23, config.num_input)))
     g_scan = jax.grad(_loss)(params, x, config, backend="scan", remat="none")
     g_hoist = jax.grad(_loss)(params, x, config, backend="hoisted", chunk_size=5)
+    assert chosen
     for a, b in zip(jax.tree_util.tree_leaves(g_hoist), jax.tree_util.tree_leaves(g_scan)):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_reverse_mode_rule():
+    assert hoisted.reverse_mode(15, 1, 900) == "jacobian"  # NeuronIO d_m = 15
+    assert hoisted.reverse_mode(15, 2, 1800) == "recompute"
+    assert hoisted.reverse_mode(150, 1, 92400) == "store"  # Path-X d_m = 150
 
 
 def test_hoisted_chunk_rule():
@@ -90,7 +105,7 @@ def test_hoisted_chunk_rule():
     pathx = make_config("none", "elm", 1, "relu").replace(num_memory=150,
                                                          mlp_hidden_size=300)
     chunk = hoisted_chunk_size(16384, 32, pathx)
-    per_token = 2 * 300 + 3 * 150 + pathx.num_branch
+    per_token = hoisted.chunk_floats_per_token(pathx)
     assert chunk & (chunk - 1) == 0 and 8 <= chunk < 16384
     assert chunk * 32 * per_token <= HOISTED_CHUNK_FLOATS < 2 * chunk * 32 * per_token
     assert hoisted_chunk_size(10**6, 10**4, pathx) == 8  # floor
