@@ -35,9 +35,19 @@ def test_tiny_preset_trains_and_reports_published_metrics(tmp_path, cache):
         assert np.isfinite(final[key]), key
     assert (tmp_path / "run" / "final_evaluation" / "neuronio_eval_simulation.png").exists()
     assert json.loads((tmp_path / "run" / "report.json").read_text())["final_evaluation"]
-    # the teacher data was generated once, completely, under the cache
-    roots = list(cache.iterdir())
-    assert len(roots) == 1 and (roots[0] / "COMPLETE").exists()
+    # the teacher data was generated once, completely, under the cache, and every
+    # parsed file was cached beside it (the sampler revisits files)
+    roots = sorted(p.name for p in cache.iterdir())
+    assert len(roots) == 2 and roots[0] == "neuronio-npz"
+    assert (cache / roots[1] / "COMPLETE").exists()
+    teacher_files = list((cache / roots[1]).rglob("*.p"))
+    assert len(list((cache / "neuronio-npz").glob("*.npz"))) == len(teacher_files)
+
+
+def test_parsed_file_cache_setting():
+    assert NeuronIOTaskConfig(cache_dir="none").parsed_cache() is None
+    assert str(NeuronIOTaskConfig(cache_dir="/x/y").parsed_cache()) == "/x/y"
+    assert NeuronIOTaskConfig().parsed_cache().name == "neuronio-npz"
 
 
 def test_teacher_data_is_reused_and_batches_are_deterministic(cache):
