@@ -41,7 +41,7 @@ from .backends.hoisted import chunk_floats_per_token, core_weights, memory_core
 from .backends.linear import linear_recurrence
 from .config import ELMConfig
 from .core import (Dynamics, ELMState, check_input, initial_state, matmul, memory_update,
-                   prepare, readout, scaled_tanh, synapse_weights, _activation)
+                   prepare, readout, scaled_tanh, synapse_weights, varying_like, _activation)
 from .events import branch_drive, check_events, is_events
 from .params import Params
 from .routing import route_to_synapses
@@ -222,6 +222,7 @@ def apply(params: Params, x: jax.Array, config: ELMConfig, *, backend: str = "au
         # route batch-major and transpose the (narrow) result, not the (wide) input
         x = jnp.asarray(x, dtype)
         drive = jnp.swapaxes(matmul(x, dyn.input_matrix, compute_dtype), 0, 1)
+    initial = varying_like(initial, drive)  # inside shard_map: the carry varies like x
     if backend == "scan":
         final, traces, memory = _scan_backend(dyn, drive, initial, config, unroll, remat,
                                               chunk_size, compute_dtype)

@@ -155,6 +155,43 @@ def initial_state(config: ELMConfig, batch_shape: tuple[int, ...] = (),
                     jnp.zeros((*batch_shape, config.num_memory), dtype))
 
 
+def _varying_axes(a) -> frozenset:
+    aval = jax.typeof(a)
+    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.9
+    if manual is not None:
+        return frozenset(getattr(manual, "varying", ()))
+    return frozenset(getattr(aval, "vma", ()))  # older spelling
+
+
+def varying_like(tree, like: jax.Array):
+    """`tree` cast to vary over the same manual mesh axes as `like` (inside
+    `jax.shard_map`; a no-op elsewhere).
+
+    Zero initial states and zero gradient accumulators are created unvarying; a loop
+    carry that meets per-shard data must vary like it, or `lax.scan` rejects the carry.
+    """
+    vma = _varying_axes(like)
+    if not vma:
+        return tree
+
+    def cast(a):
+        missing = tuple(sorted(vma - _varying_axes(a)))
+        return jax.lax.pcast(a, missing, to="varying") if missing else a
+
+    return jax.tree_util.tree_map(cast, tree)
+
+
+def summed_like(cotangents, primals):
+    """Cotangents summed over the manual mesh axes their primals do not vary over (a
+    custom VJP's gradient of a replicated parameter inside `jax.shard_map`); a no-op
+    elsewhere."""
+    def reduce(ct, primal):
+        extra = tuple(sorted(_varying_axes(ct) - _varying_axes(primal)))
+        return jax.lax.psum(ct, extra) if extra else ct
+
+    return jax.tree_util.tree_map(reduce, cotangents, primals)
+
+
 def check_input(x: jax.Array, config: ELMConfig, name: str, layout: str,
                 ndim: int | None) -> None:
     """Raise ValueError if `x` has the wrong rank, feature size or dtype."""

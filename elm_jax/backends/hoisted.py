@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ..core import TANH_SCALE, TANH_SLOPE, matmul
+from ..core import TANH_SCALE, TANH_SLOPE, matmul, summed_like, varying_like
 
 
 class CoreWeights(NamedTuple):
@@ -249,11 +249,13 @@ def _core_bwd(activation, chunk, unroll, compute_dtype, residuals, g_ms):
         d_traces = mm(dz1, w.w_branch.T)
         return (g, grads), d_traces
 
-    zero_grads = jax.tree_util.tree_map(jnp.zeros_like, w)
-    (g0, grads), d_traces = jax.lax.scan(chunk_body, (jnp.zeros_like(m0), zero_grads),
+    # inside shard_map the accumulators meet per-shard data: make them vary like it
+    zero_grads = varying_like(jax.tree_util.tree_map(jnp.zeros_like, w), g_ms)
+    (g0, grads), d_traces = jax.lax.scan(chunk_body, (varying_like(jnp.zeros_like(m0), g_ms),
+                                                      zero_grads),
                                          chunks, reverse=True)
     d_traces = d_traces.reshape(-1, *traces.shape[1:])[:steps]
-    return grads, d_traces, g0
+    return (summed_like(grads, w), summed_like(d_traces, traces), summed_like(g0, m0))
 
 
 _core_vjp.defvjp(_core_fwd, _core_bwd)
