@@ -24,8 +24,10 @@ Backends (all compute the same function; tests check outputs and gradients agree
 Remat modes (``"scan"`` backend): ``"none"`` stores every step's residuals, ``"step"``
 checkpoints each step (stores the carry only), ``"chunk"`` checkpoints chunks of
 ``chunk_size`` steps (nested scan; memory ~ T/K + K steps), ``"auto"`` uses ``"chunk"``
-from 2,048 steps on and ``"none"`` below.  The hoisted backends need no remat: their
-backward stores only the memory trajectory.
+from 2,048 steps on and ``"none"`` below.  The hoisted backends' custom backward
+stores only the memory trajectory and recomputes the MLP activations, unless
+``remat="none"`` (or ``"auto"`` for a large MLP whose activations fit in 256 MiB,
+`elm_jax.backends.hoisted.should_store_activations`) has the forward loop store them.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .backends.hoisted import chunk_floats_per_token, core_weights, memory_core
+from .backends.hoisted import (chunk_floats_per_token, core_weights, memory_core,
+                               should_store_activations)
 from .backends.linear import linear_recurrence
 from .config import ELMConfig
 from .core import (Dynamics, ELMState, check_input, initial_state, matmul, memory_update,
@@ -139,12 +142,13 @@ def _mlp_all_tokens(dyn: Dynamics, traces: jax.Array, config: ELMConfig,
 
 def _hoisted_backend(dyn: Dynamics, drive: jax.Array, state: ELMState, config: ELMConfig,
                      method: str, unroll: int, chunk: int, compute_dtype,
-                     custom_backward: bool) -> tuple:
+                     custom_backward: bool, store_activations: bool) -> tuple:
     traces = linear_recurrence(dyn.trace_decay, drive, state.branch_traces, method=method)
     if config.memory_feedback:
         memory = memory_core(core_weights(dyn, config), traces, state.memory,
                              activation=config.mlp_activation, chunk=chunk, unroll=unroll,
-                             compute_dtype=compute_dtype, custom_backward=custom_backward)
+                             compute_dtype=compute_dtype, custom_backward=custom_backward,
+                             store_activations=store_activations)
     else:
         delta = _mlp_all_tokens(dyn, traces, config, compute_dtype)
         memory = linear_recurrence(dyn.memory_decay, dyn.update_scale * delta, state.memory,
@@ -171,7 +175,9 @@ def apply(params: Params, x: jax.Array, config: ELMConfig, *, backend: str = "au
       backend: ``"auto"``, ``"scan"``, ``"hoisted"``, ``"associative"`` or ``"deer"``
         (see the module docstring).
       unroll: `lax.scan` unroll factor of the sequential loops (an int >= 1).
-      remat: ``"auto"``, ``"none"``, ``"step"`` or ``"chunk"`` (``"scan"`` backend).
+      remat: ``"auto"``, ``"none"``, ``"step"`` or ``"chunk"`` (``"scan"`` backend;
+        for the hoisted backends it decides whether the MLP activations are stored or
+        recomputed, see the module docstring).
       chunk_size: steps per chunk for ``remat="chunk"`` (default `default_chunk_size`,
         about sqrt(time)) and for the hoisted memory core (default
         `hoisted_chunk_size`: the whole sequence when its temporaries fit in 8 MiB).
@@ -201,7 +207,10 @@ def apply(params: Params, x: jax.Array, config: ELMConfig, *, backend: str = "au
         check_input(x, config, "x", "(batch, time, num_input)", 3)
     steps = x.shape[1]
     backend = resolve_backend(backend, config)
-    remat = resolve_remat(remat, steps)
+    remat = resolve_remat(requested_remat := remat, steps)
+    store_activations = backend in ("hoisted", "associative") and should_store_activations(
+        requested_remat, config, steps, x.shape[0],
+        jnp.dtype(params["w_s_raw"].dtype).itemsize)
     if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
         raise ValueError(f"unroll={unroll!r} is invalid: expected an integer >= 1")
     if chunk_size is None:
@@ -229,7 +238,8 @@ def apply(params: Params, x: jax.Array, config: ELMConfig, *, backend: str = "au
     elif backend in ("hoisted", "associative"):
         method = "sequential" if backend == "hoisted" else "associative"
         final, traces, memory = _hoisted_backend(dyn, drive, initial, config, method, unroll,
-                                                 chunk_size, compute_dtype, custom_backward)
+                                                 chunk_size, compute_dtype, custom_backward,
+                                                 store_activations)
     else:
         from .backends.deer import deer_backend
 

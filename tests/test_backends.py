@@ -93,6 +93,30 @@ def test_custom_backward_reverse_modes(x64, monkeypatch, mode, layers, activatio
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("layers,variant", [(0, "elm"), (1, "branch_elm"), (2, "elm")])
+def test_custom_backward_with_stored_activations(x64, layers, variant):
+    # remat="none" has the forward loop store the MLP activations for the backward
+    config = make_config("neuronio", variant, layers, "silu", learn_memory_tau=True)
+    params = random_params(config, seed=15)
+    x = jnp.asarray(np.random.default_rng(16).normal(size=(2, 21, config.num_input)))
+    g_scan = jax.grad(_loss)(params, x, config, backend="scan", remat="none")
+    for backend in ("hoisted", "associative"):
+        g = jax.grad(_loss)(params, x, config, backend=backend, remat="none", chunk_size=6)
+        for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g_scan)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_store_activations_rule():
+    pathx = make_config("none", "elm", 1, "relu").replace(num_memory=150,
+                                                         mlp_hidden_size=300)
+    neuronio = elm_jax.ELMConfig.preset("neuronio_branch_dm15")
+    store = hoisted.should_store_activations
+    assert store("none", neuronio, 500, 8) and not store("chunk", pathx, 16, 1)
+    assert not store("auto", neuronio, 500, 8)  # small MLP: recomputing is cheaper
+    assert store("auto", pathx, 4096, 32)  # 236 MB of activations
+    assert not store("auto", pathx, 16384, 32)  # 944 MB: recompute (Path-X, 1 GB test)
+
+
 def test_reverse_mode_rule():
     assert hoisted.reverse_mode(15, 1, 900) == "jacobian"  # NeuronIO d_m = 15
     assert hoisted.reverse_mode(15, 2, 1800) == "recompute"

@@ -97,6 +97,32 @@ def reverse_mode(num_memory: int, num_hidden_layers: int, mlp_macs: int) -> str:
     return "recompute" if mlp_macs <= RECOMPUTE_MAX_MACS else "store"
 
 
+STORE_MAX_BYTES = 256 << 20
+
+
+def should_store_activations(remat: str, config, steps: int, batch: int,
+                             itemsize: int = 4) -> bool:
+    """Whether the custom backward gets the forward's activations stored (faster for
+    large MLPs: no recompute) or recomputes them (less memory).
+
+    ``remat="none"``: store; ``"step"``/``"chunk"``: recompute; ``"auto"``: store when
+    the MLP is large enough for the reverse loop's ``"store"`` mode (see
+    `reverse_mode`; small MLPs recompute faster than their loop stores) and the stored
+    ``T * batch * (sum(hidden) + d_m)`` values fit in `STORE_MAX_BYTES` (256 MiB).
+    """
+    if remat in ("step", "chunk"):
+        return False
+    if remat == "none":
+        return True
+    from ..params import mlp_layer_sizes
+
+    macs = sum(fan_in * fan_out for fan_in, fan_out in mlp_layer_sizes(config))
+    if reverse_mode(config.num_memory, config.mlp_num_layers, macs) != "store":
+        return False
+    per_token = config.mlp_hidden_size * config.mlp_num_layers + config.num_memory
+    return steps * batch * per_token * itemsize <= STORE_MAX_BYTES
+
+
 def chunk_floats_per_token(config) -> int:
     """Floats per token that the custom backward holds for one chunk (an estimate:
     activations and their derivatives, plus the Jacobians in ``"jacobian"`` mode)."""
@@ -139,7 +165,10 @@ def _pad_chunks(x: jax.Array, chunk: int) -> jax.Array:
 
 
 def _forward(w: CoreWeights, traces: jax.Array, m0: jax.Array, activation: str,
-             chunk: int, unroll: int, compute_dtype: Any) -> jax.Array:
+             chunk: int, unroll: int, compute_dtype: Any, store: bool = False):
+    """Memory trajectory (time, batch, d_m); with `store` also the per-step MLP
+    pre-activations (one (time, batch, h) array per hidden layer) and tanh outputs
+    (time, batch, d_m) for the backward."""
     steps = traces.shape[0]
     # fold constants into the weights once, so the loop body is dot, fusion, dot, fusion
     w_memory = w.decay[:, None] * w.w_memory  # (kappa_m m) @ W_m == m @ (kappa_m W_m)
@@ -150,51 +179,65 @@ def _forward(w: CoreWeights, traces: jax.Array, m0: jax.Array, activation: str,
 
         def step(m, pre_t):
             z = pre_t + matmul(m, w_memory, compute_dtype)
+            zs = []
             for kernel, bias in w.layers:
+                zs.append(z)
                 z = matmul(_act(activation, z), kernel, compute_dtype) + bias
-            m = w.decay * m + scale * jnp.tanh(TANH_SLOPE * z)
-            return m, m
+            th = jnp.tanh(TANH_SLOPE * z)
+            m = w.decay * m + scale * th
+            return m, ((m, tuple(zs), th) if store else m)
 
         return jax.lax.scan(step, m, pre, unroll=unroll)
 
-    _, ms = jax.lax.scan(chunk_body, m0, _pad_chunks(traces, chunk))
-    return ms.reshape(-1, *m0.shape)[:steps]
+    _, out = jax.lax.scan(chunk_body, m0, _pad_chunks(traces, chunk))
+    unchunk = lambda a: a.reshape(-1, *a.shape[2:])[:steps]  # noqa: E731
+    return jax.tree_util.tree_map(unchunk, out)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def _core_vjp(w, traces, m0, activation, chunk, unroll, compute_dtype):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
+def _core_vjp(w, traces, m0, activation, chunk, unroll, compute_dtype, store):
     return _forward(w, traces, m0, activation, chunk, unroll, compute_dtype)
 
 
-def _core_fwd(w, traces, m0, activation, chunk, unroll, compute_dtype):
+def _core_fwd(w, traces, m0, activation, chunk, unroll, compute_dtype, store):
+    if store:
+        ms, zs, th = _forward(w, traces, m0, activation, chunk, unroll, compute_dtype, True)
+        return ms, (w, traces, m0, ms, (zs, th))
     ms = _forward(w, traces, m0, activation, chunk, unroll, compute_dtype)
-    return ms, (w, traces, m0, ms)
+    return ms, (w, traces, m0, ms, None)
 
 
-def _core_bwd(activation, chunk, unroll, compute_dtype, residuals, g_ms):
-    w, traces, m0, ms = residuals
+def _core_bwd(activation, chunk, unroll, compute_dtype, store, residuals, g_ms):
+    w, traces, m0, ms, stored_acts = residuals
     mode = reverse_mode(w.decay.shape[0], len(w.layers), _mlp_macs(w))
     steps = traces.shape[0]
     ms_chunks = _pad_chunks(ms, chunk)
     # memory before each chunk: m0, then the last step of every earlier chunk (the
     # per-step m_{t-1} is rebuilt inside the chunk, so no shifted copy of ms is made)
     before = jnp.concatenate([m0[None], ms_chunks[:-1, -1]])
-    chunks = (_pad_chunks(traces, chunk), ms_chunks, before, _pad_chunks(g_ms, chunk))
+    chunks = (_pad_chunks(traces, chunk), ms_chunks, before, _pad_chunks(g_ms, chunk),
+              None if stored_acts is None
+              else jax.tree_util.tree_map(lambda a: _pad_chunks(a, chunk), stored_acts))
     mm = functools.partial(matmul, compute_dtype=compute_dtype)
     tokens = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731  (K, B, f) -> (K*B, f)
 
     def chunk_body(carry, xs):
         g, grads = carry
-        traces_c, ms_c, before_c, gext_c = xs
+        traces_c, ms_c, before_c, gext_c, acts_c = xs
         mprev_c = jnp.concatenate([before_c[None], ms_c[:-1]])
-        # recompute the chunk's activations in parallel from the stored memory
         dec = w.decay * mprev_c
-        zs = [mm(traces_c, w.w_branch) + mm(dec, w.w_memory) + w.bias]
-        acts = []
-        for kernel, bias in w.layers:
-            acts.append(_act(activation, zs[-1]))
-            zs.append(mm(acts[-1], kernel) + bias)
-        th = jnp.tanh(TANH_SLOPE * zs[-1])
+        if acts_c is None:
+            # recompute the chunk's activations in parallel from the stored memory
+            zs = [mm(traces_c, w.w_branch) + mm(dec, w.w_memory) + w.bias]
+            acts = []
+            for kernel, bias in w.layers:
+                acts.append(_act(activation, zs[-1]))
+                zs.append(mm(acts[-1], kernel) + bias)
+            th = jnp.tanh(TANH_SLOPE * zs[-1])
+        else:  # stored by the forward loop
+            zs, th = list(acts_c[0]), acts_c[1]
+            acts = [_act(activation, z) for z in zs]
+            zs.append(None)  # the output pre-activation is only needed through th
         dm = TANH_SCALE * th
         d_out = w.scale * (TANH_SCALE * TANH_SLOPE) * (1.0 - th * th)
         d_hidden = [_act_grad(activation, z) for z in zs[:-1]]
@@ -263,7 +306,7 @@ _core_vjp.defvjp(_core_fwd, _core_bwd)
 
 def memory_core(w: CoreWeights, traces: jax.Array, m0: jax.Array, *, activation: str,
                 chunk: int = 64, unroll: int = 1, compute_dtype: Any = None,
-                custom_backward: bool = True) -> jax.Array:
+                custom_backward: bool = True, store_activations: bool = False) -> jax.Array:
     """Memory trajectory of the exact ELM given the branch traces.
 
     Args:
@@ -276,8 +319,12 @@ def memory_core(w: CoreWeights, traces: jax.Array, m0: jax.Array, *, activation:
       unroll: `lax.scan` unroll of the inner loops.
       compute_dtype: optional matmul operand dtype (see `elm_jax.core.matmul`).
       custom_backward: use the custom VJP (True) or plain autodiff of the same loop.
+      store_activations: custom VJP only: the forward loop also stores every step's
+        MLP pre-activations and tanh outputs (``(sum(hidden) + d_m)`` floats per token)
+        so the backward skips recomputing them (see `should_store_activations`).
     Returns: (time, batch, num_memory) memory m_t after each step.
     """
     if custom_backward:
-        return _core_vjp(w, traces, m0, activation, chunk, unroll, compute_dtype)
+        return _core_vjp(w, traces, m0, activation, chunk, unroll, compute_dtype,
+                         bool(store_activations))
     return _forward(w, traces, m0, activation, chunk, unroll, compute_dtype)

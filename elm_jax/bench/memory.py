@@ -24,6 +24,7 @@ SETTINGS = {
     "scan, remat step": {"backend": "scan", "remat": "step"},
     "scan, remat chunk": {"backend": "scan", "remat": "chunk"},
     "hoisted (custom backward)": {"backend": "hoisted"},
+    "hoisted, remat none (stored activations)": {"backend": "hoisted", "remat": "none"},
     "hoisted, autodiff backward": {"backend": "hoisted", "custom_backward": False},
     "associative": {"backend": "associative"},
 }

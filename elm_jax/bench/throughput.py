@@ -37,6 +37,7 @@ HEADLINE_SETTINGS = {
     "scan (remat auto=chunk)": {"backend": "scan"},
     "scan, remat none": {"backend": "scan", "remat": "none"},
     "hoisted": {"backend": "hoisted"},
+    "hoisted, remat none": {"backend": "hoisted", "remat": "none"},
     "hoisted, unroll 2": {"backend": "hoisted", "unroll": 2},
     "hoisted, autodiff backward": {"backend": "hoisted", "custom_backward": False},
     "associative": {"backend": "associative"},
