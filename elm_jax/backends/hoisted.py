@@ -13,7 +13,11 @@ recurrence carrying only the memory cotangent ``g`` (d_m floats per sequence), a
 forms the weight gradients of the chunk as matmuls over all ``chunk*batch`` tokens,
 instead of accumulating a rank-``batch`` update into every weight at every step as
 JAX's transpose of `lax.scan` does.  Memory is O(T * batch * d_m) for the trajectory
-plus O(chunk * batch * hidden) temporaries.
+plus O(chunk * batch * hidden) temporaries.  With ``store_activations`` the forward loop
+also stores every step's MLP pre-activations and tanh outputs (O(T * batch * (hidden +
+d_m)) more) and the backward skips the recompute.  The reverse loop itself runs in one
+of three modes chosen by model size (`reverse_mode`): per-token Jacobians (small
+models), carry-only with the per-step products redone over all tokens, or storing them.
 
 Reverse recurrence (G_t = g_t + external cotangent of m_t):
 
