@@ -513,7 +513,7 @@ def deer_backend(dyn: Dynamics, drive: jax.Array, initial: ELMState, config: ELM
         from ..apply import _hoisted_backend
 
         return _hoisted_backend(dyn, drive, initial, config, "associative", 1, 64, None,
-                                True)
+                                True, False)
     traces = _traces(dyn, drive, initial)
     memory, _ = deer_memory(dyn, traces, initial.memory, config, options)
     return ELMState(traces[-1], memory[-1]), traces, memory
