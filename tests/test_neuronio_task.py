@@ -35,6 +35,8 @@ def test_tiny_preset_trains_and_reports_published_metrics(tmp_path, cache):
         assert np.isfinite(final[key]), key
     assert (tmp_path / "run" / "final_evaluation" / "neuronio_eval_simulation.png").exists()
     assert json.loads((tmp_path / "run" / "report.json").read_text())["final_evaluation"]
+    # one compilation each, validation and test share the event capacity
+    assert report["compiled"] == {"train_step": 1, "eval_step": 1}
     # the teacher data was generated once, completely, under the cache, and every
     # parsed file was cached beside it (the sampler revisits files)
     roots = sorted(p.name for p in cache.iterdir())

@@ -163,6 +163,7 @@ class NeuronIOTaskData:
         self._train_files = split_files(cfg, "train")
         self._samplers: dict[int, nio.WindowSampler] = {}
         self._eval: dict[str, list[Batch]] = {}
+        self._eval_cap: int | None = None
         first = nio.load_file(self._train_files[0], cache_dir=cfg.parsed_cache())
         self.num_input = first.num_input
 
@@ -178,34 +179,51 @@ class NeuronIOTaskData:
         x, y_spike, y_soma = self._sampler(batch_size).batch(step)
         return {"x": x, "y": np.stack([y_spike, y_soma], axis=-1).astype(np.float32)}
 
+    def _eval_layout(self, path: Path) -> tuple[nio.NeuronIOData, np.ndarray, np.ndarray]:
+        """A file's data and the simulation and start (ms) of each evaluation window."""
+        data = nio.load_file(path, cache_dir=self.cfg.parsed_cache())
+        window = self.cfg.window
+        span = data.duration_ms - window - nio.IGNORE_TIME_FROM_START_MS
+        if span <= 0:
+            raise ValueError(f"{path}: {data.duration_ms}-ms simulations are too short "
+                             f"for {window}-ms evaluation windows")
+        k = self.cfg.eval_windows_per_sim
+        offsets = (np.arange(k) * span) // max(1, k)
+        sims = np.repeat(np.arange(data.num_sims), k)
+        starts = nio.IGNORE_TIME_FROM_START_MS + np.tile(offsets, data.num_sims)
+        return data, sims, starts
+
+    def _eval_capacity(self) -> int:
+        """Events per window for evaluation batches: the most any validation or test
+        window holds, so that both splits share one compiled evaluation step."""
+        if self._eval_cap is None:
+            cap = 1
+            for split in ("val", "test"):
+                for path in split_files(self.cfg, split):
+                    data, sims, starts = self._eval_layout(path)
+                    counts = (data.event_ptr[sims, starts + self.cfg.window]
+                              - data.event_ptr[sims, starts])
+                    cap = max(cap, int(counts.max()))
+            self._eval_cap = cap
+        return self._eval_cap
+
     def _eval_windows(self, split: str) -> tuple[Any, np.ndarray]:
         """x (n, window, 2 S) of every evaluation window, dense or (with one capacity for
-        the split: the largest window's count) as `SpikeEvents`; y (n, window, 2)."""
+        both evaluation splits, `_eval_capacity`) as `SpikeEvents`; y (n, window, 2)."""
         xs, ys = [], []
         window = self.cfg.window
         events = self.cfg.input_format == "events"
         for path in split_files(self.cfg, split):
-            data = nio.load_file(path, cache_dir=self.cfg.parsed_cache())
-            span = data.duration_ms - window - nio.IGNORE_TIME_FROM_START_MS
-            if span <= 0:
-                raise ValueError(f"{path}: {data.duration_ms}-ms simulations are too short "
-                                 f"for {window}-ms evaluation windows")
-            k = self.cfg.eval_windows_per_sim
-            offsets = (np.arange(k) * span) // max(1, k)
-            sims = np.repeat(np.arange(data.num_sims), k)
-            starts = nio.IGNORE_TIME_FROM_START_MS + np.tile(offsets, data.num_sims)
+            data, sims, starts = self._eval_layout(path)
             cols = starts[:, None] + np.arange(window)
-            xs.append(data.x_window_events(sims, starts, window) if events
-                      else data.x_windows(sims, starts, window))
+            xs.append(data.x_window_events(sims, starts, window, self._eval_capacity())
+                      if events else data.x_windows(sims, starts, window))
             ys.append(np.stack([data.y_spike[sims[:, None], cols],
                                 nio.soma_train_target(data.soma_mv[sims[:, None], cols])], -1))
         y = np.concatenate(ys).astype(np.float32)
         if not events:
             return np.concatenate(xs), y
-        capacity = max(x.capacity for x in xs)
-        return jax.tree_util.tree_map(
-            lambda *leaves: np.concatenate([_pad_axis(a, capacity, 1) for a in leaves]),
-            *xs), y
+        return jax.tree_util.tree_map(lambda *leaves: np.concatenate(leaves), *xs), y
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[Batch]:
         if split not in ("val", "test"):
