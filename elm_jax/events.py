@@ -100,9 +100,7 @@ class SpikeEvents:
         # rank of each event within its sequence (np.nonzero is sorted by b)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         slot = np.arange(len(b)) - starts[b]
-        time = np.zeros((batch, capacity), np.int32)
-        channel = np.zeros((batch, capacity), np.int32)
-        value = np.zeros((batch, capacity), dtype)
+        time, channel, value = _padding(batch, capacity, dtype)
         time[b, slot] = t
         channel[b, slot] = c
         value[b, slot] = x[b, t, c]
@@ -119,10 +117,7 @@ class SpikeEvents:
           capacity: events per sequence after padding; ValueError if one has more.
         Returns: a `SpikeEvents` holding NumPy arrays.
         """
-        batch = len(events)
-        time = np.zeros((batch, capacity), np.int32)
-        channel = np.zeros((batch, capacity), np.int32)
-        value = np.zeros((batch, capacity), dtype)
+        time, channel, value = _padding(len(events), capacity, dtype)
         for i, (t, c, v) in enumerate(events):
             n = len(t)
             if n > capacity:
@@ -137,6 +132,12 @@ class SpikeEvents:
         rows = jnp.arange(batch)[:, None]
         dense = jnp.zeros(self.shape, jnp.asarray(self.value).dtype)
         return dense.at[rows, self.time, self.channel].add(self.value)
+
+
+def _padding(batch: int, capacity: int, dtype: Any) -> tuple[np.ndarray, ...]:
+    """All-padding host arrays: time, channel (batch, capacity) int32 zeros, value zeros."""
+    return (np.zeros((batch, capacity), np.int32), np.zeros((batch, capacity), np.int32),
+            np.zeros((batch, capacity), dtype))
 
 
 def is_events(x: Any) -> bool:

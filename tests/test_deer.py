@@ -49,6 +49,18 @@ def _assert_trees_close(got, want, rel):
 F64_CASES = [("elm", 1, "relu", 6, 1000.0, 256), ("branch_elm", 2, "silu", 4, 40.0, 64)]
 
 
+def _assert_deer_matches_scan(params, x, initial, config):
+    """Outputs, final state (1e-8) and gradients (1e-6) of "deer" against "scan";
+    returns the scan outputs and the deer gradients."""
+    (want, want_final), g_scan = _values_and_grads(params, x, initial, config,
+                                                   backend="scan")
+    (got, final), g_deer = _values_and_grads(params, x, initial, config, backend="deer")
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(final, want_final, rtol=0, atol=1e-8)
+    _assert_trees_close(g_deer, g_scan, 1e-6)
+    return want, g_deer
+
+
 @pytest.mark.parametrize("variant,layers,activation,num_memory,tau_max,steps", F64_CASES)
 def test_values_and_gradients_match_scan_float64(x64, variant, layers, activation,
                                                  num_memory, tau_max, steps):
@@ -56,12 +68,7 @@ def test_values_and_gradients_match_scan_float64(x64, variant, layers, activatio
                          memory_tau_max=tau_max, learn_memory_tau=True)
     params = random_params(config, seed=1)
     x, initial = _inputs(config, 3, steps, seed=2)
-    (want, want_final), g_scan = _values_and_grads(params, x, initial, config,
-                                                   backend="scan")
-    (got, final), g_deer = _values_and_grads(params, x, initial, config, backend="deer")
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-8)
-    np.testing.assert_allclose(final, want_final, rtol=0, atol=1e-8)
-    _assert_trees_close(g_deer, g_scan, 1e-6)
+    want, g_deer = _assert_deer_matches_scan(params, x, initial, config)
     # the gradient w.r.t. the initial memory is not trivially zero
     assert float(jnp.abs(g_deer[2].memory).max()) > 1e-3
     if variant == "elm":
@@ -161,12 +168,7 @@ def test_long_sequence_default_init_float64(x64, num_memory):
                                learn_memory_tau=True)
     params = elm_jax.init_params(jax.random.key(0), config, jnp.float64)
     x, initial = _inputs(config, 2, 2048, seed=14)
-    (want, want_final), g_scan = _values_and_grads(params, x, initial, config,
-                                                   backend="scan")
-    (got, final), g_deer = _values_and_grads(params, x, initial, config, backend="deer")
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-8)
-    np.testing.assert_allclose(final, want_final, rtol=0, atol=1e-8)
-    _assert_trees_close(g_deer, g_scan, 1e-6)
+    _assert_deer_matches_scan(params, x, initial, config)
 
 
 def test_matrix_recurrence_forward_and_reverse(x64):

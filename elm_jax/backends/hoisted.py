@@ -101,6 +101,14 @@ def reverse_mode(num_memory: int, num_hidden_layers: int, mlp_macs: int) -> str:
     return "recompute" if mlp_macs <= RECOMPUTE_MAX_MACS else "store"
 
 
+def config_reverse_mode(config) -> str:
+    """`reverse_mode` of the memory core of `config` (an `elm_jax.ELMConfig`)."""
+    from ..params import mlp_layer_sizes
+
+    macs = sum(fan_in * fan_out for fan_in, fan_out in mlp_layer_sizes(config))
+    return reverse_mode(config.num_memory, config.mlp_num_layers, macs)
+
+
 STORE_MAX_BYTES = 256 << 20
 
 
@@ -118,10 +126,7 @@ def should_store_activations(remat: str, config, steps: int, batch: int,
         return False
     if remat == "none":
         return True
-    from ..params import mlp_layer_sizes
-
-    macs = sum(fan_in * fan_out for fan_in, fan_out in mlp_layer_sizes(config))
-    if reverse_mode(config.num_memory, config.mlp_num_layers, macs) != "store":
+    if config_reverse_mode(config) != "store":
         return False
     per_token = config.mlp_hidden_size * config.mlp_num_layers + config.num_memory
     return steps * batch * per_token * itemsize <= STORE_MAX_BYTES
@@ -132,7 +137,7 @@ def chunk_floats_per_token(config) -> int:
     activations and their derivatives, plus the Jacobians in ``"jacobian"`` mode)."""
     hidden = config.mlp_hidden_size * config.mlp_num_layers
     floats = 2 * hidden + 3 * config.num_memory + config.num_branch
-    if config.mlp_num_layers <= 1 and config.num_memory <= JACOBIAN_MAX_MEMORY:
+    if config_reverse_mode(config) == "jacobian":
         floats += config.num_memory ** 2
     return floats
 

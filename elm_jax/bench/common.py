@@ -152,6 +152,20 @@ class LoadProbe:
         return {"wall_s": wall, "cpu_s": cpu, "own_cores": cpu / wall, "other_cores": other}
 
 
+QUIET_CORES = 0.3  # other processes above this many cores = a contended repetition
+
+
+def add_quiet_arguments(p: Any, before: str = "timing", quiet_cores: bool = True) -> None:
+    """``--wait-quiet`` (and ``--quiet-cores``) for a benchmark's argument parser."""
+    p.add_argument("--wait-quiet", type=float, default=0.0,
+                   help=f"wait up to this many seconds for other processes to go quiet "
+                        f"before {before} (shared machines)")
+    if quiet_cores:
+        p.add_argument("--quiet-cores", type=float, default=QUIET_CORES,
+                       help="a repetition is 'quiet' (not contended) while other "
+                            "processes use fewer cores than this")
+
+
 def quiet_times(stats: Mapping[str, Any], threshold_cores: float) -> list[float]:
     """The times of the repetitions in `stats` (one entry of `measure_interleaved`)
     during which other processes used fewer than `threshold_cores` cores."""
@@ -159,7 +173,7 @@ def quiet_times(stats: Mapping[str, Any], threshold_cores: float) -> list[float]
             if o is not None and o < threshold_cores]
 
 
-def wait_for_quiet(max_wait_s: float, threshold_cores: float = 0.3,
+def wait_for_quiet(max_wait_s: float, threshold_cores: float = QUIET_CORES,
                    sample_s: float = 3.0) -> dict[str, Any]:
     """Wait (at most `max_wait_s`) until other processes use < `threshold_cores` over a
     `sample_s` window; returns what was seen.  For shared machines."""

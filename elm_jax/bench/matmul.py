@@ -113,5 +113,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048, 4096],
                    help="square matmul sizes n")
     p.add_argument("--reps", type=int, default=5, help="interleaved repetitions")
-    p.add_argument("--wait-quiet", type=float, default=0.0,
-                   help="wait up to this many seconds for other processes to go quiet")
+    common.add_quiet_arguments(p, quiet_cores=False)

@@ -78,16 +78,17 @@ def to_events(x: np.ndarray):
     return jax.device_put(events), seconds
 
 
-def build_jax_elm(config, params, data, lr, options):
+def build_jax_elm(config, params, data, lr, options, events=None):
     """Compiled JAX ELM training step (a `common.Stepper`), its compile seconds and a
-    zero-argument forward callable; `data` holds host (NumPy) arrays."""
+    zero-argument forward callable; `data` holds host (NumPy) arrays, `events` the
+    same input as device `SpikeEvents` (built here when needed and not given)."""
     import jax
 
     from ..apply import apply
 
     options = dict(options)
     if options.pop("input", "dense") == "events":
-        x, _ = to_events(data[0])
+        x = events if events is not None else to_events(data[0])[0]
     else:
         x = jax.numpy.asarray(data[0])
     data = (x, *(jax.numpy.asarray(a) for a in data[1:]))  # on the device once
@@ -100,7 +101,7 @@ def build_jax_elm(config, params, data, lr, options):
     return stepper, compile_s, (lambda: fwd(params, data[0]))
 
 
-def build_breakdown(config, params, data, lr):
+def build_breakdown(config, params, data, lr, events=None):
     """Two parts of the JAX step, timed alongside it to show where the time goes:
 
     * ``routing_only``: the dense routing matmul ``x @ R`` (R: num_input x num_branch)
@@ -132,7 +133,8 @@ def build_breakdown(config, params, data, lr):
 
     from ..events import branch_drive
 
-    events, _ = to_events(np.asarray(data[0]))
+    if events is None:
+        events, _ = to_events(np.asarray(data[0]))
 
     def routing_events(r, ev, weights):
         return (branch_drive(ev, r) * weights).sum()
@@ -263,9 +265,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     steppers: dict[str, Any] = {}
     forwards: dict[str, Any] = {}
     entries: dict[str, dict[str, Any]] = {}
-    _, events_host_s = to_events(data[0])
+    events, events_host_s = to_events(data[0])  # once, shared by every events setting
     for name, options in variants.items():
-        stepper, compile_s, fwd = build_jax_elm(config, params, data, args.lr, options)
+        stepper, compile_s, fwd = build_jax_elm(config, params, data, args.lr, options,
+                                                events)
         steppers[f"jax_elm:{name}"] = stepper
         if args.forward:
             forwards[f"jax_elm:{name}"] = fwd
@@ -273,7 +276,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                       "compile_s": compile_s, "params": count_params(config)}
         print(f"compiled jax_elm:{name} {options} in {compile_s:.1f} s", flush=True)
     if args.breakdown:
-        for name, (fn, compile_s) in build_breakdown(config, params, jdata, args.lr).items():
+        for name, (fn, compile_s) in build_breakdown(config, params, jdata, args.lr,
+                                                     events).items():
             steppers[name] = fn
             entries[name] = {"kind": "breakdown", "compile_s": compile_s}
     for hidden in args.lstm_hidden:
@@ -477,11 +481,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds per repetition (calls are repeated to fill it)")
     p.add_argument("--budget", type=float, default=120.0,
                    help="seconds of timing after which no new round starts")
-    p.add_argument("--wait-quiet", type=float, default=0.0,
-                   help="wait up to this many seconds for other processes to go quiet "
-                        "before timing (shared machines)")
-    p.add_argument("--quiet-cores", type=float, default=0.3,
-                   help="a repetition is 'quiet' if other processes used fewer cores")
+    common.add_quiet_arguments(p)
     p.add_argument("--seed", type=int, default=0)
 
 

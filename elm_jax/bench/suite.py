@@ -155,9 +155,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--total-budget", type=float, default=1500.0,
                    help="seconds for the whole run; the grid gets what is left")
     p.add_argument("--torch", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--wait-quiet", type=float, default=0.0,
-                   help="before the NeuronIO and headline timings, wait up to this many "
-                        "seconds for other processes to go quiet (shared machines)")
+    common.add_quiet_arguments(p, before="the NeuronIO and headline timings",
+                               quiet_cores=False)
     p.add_argument("--skip", nargs="*", default=[],
                    choices=["matmul", "neuronio", "headline", "memory", "grid"])
 

@@ -44,7 +44,6 @@ HEADLINE_SETTINGS = {
 }
 GRID_BACKENDS = ("scan", "hoisted", "associative", "deer")
 DEER_MAX_MEMORY, DEER_MAX_STEPS = 15, 1024
-QUIET_CORES = 0.3  # other processes above this many cores = contended
 
 
 def deer_available() -> bool:
@@ -319,7 +318,7 @@ def grid_markdown(result: dict[str, Any], peak: float | None) -> str:
                     entry[b] = "-"
                 elif r.get("status") == "ok":
                     frac = f", {100 * r['model_gflops'] / peak:.0f} %" if peak else ""
-                    contended = (r.get("other_cores") or 0.0) > QUIET_CORES
+                    contended = (r.get("other_cores") or 0.0) > common.QUIET_CORES
                     entry[b] = (f"{common.si(r['tokens_per_s'])} ({r['compile_s']:.1f} s"
                                 f"{frac})" + ("¹" if r.get("first_call_only") else "")
                                 + ("ᶜ" if contended else ""))
@@ -337,8 +336,8 @@ def grid_markdown(result: dict[str, Any], peak: float | None) -> str:
     lines.append("\n¹ one call only (the first after compilation). ² skipped by the time "
                  "budget (see the JSON for the estimate). ³ deer runs on small cells only. "
                  "⁴ failed (the JSON has the error). ᶜ other processes used more than "
-                 f"{QUIET_CORES} cores meanwhile (backends of a cell are timed interleaved, so "
-                 "compare within a row).")
+                 f"{common.QUIET_CORES} cores meanwhile (backends of a cell are timed "
+                 "interleaved, so compare within a row).")
     return "\n".join(lines)
 
 
@@ -470,11 +469,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--headline-reps", type=int, default=3)
     p.add_argument("--headline-budget", type=float, default=150.0,
                    help="seconds of headline timing after which no new round starts")
-    p.add_argument("--wait-quiet", type=float, default=0.0,
-                   help="wait up to this many seconds for other processes to go quiet "
-                        "before the headline timing (shared machines)")
-    p.add_argument("--quiet-cores", type=float, default=0.3,
-                   help="other processes using more cores than this = contended")
+    common.add_quiet_arguments(p, before="the headline timing")
     p.add_argument("--matmul-n", type=int, default=2048,
                    help="size of the interleaved reference matmul")
 

@@ -318,25 +318,35 @@ class NeuronIOData:
         return SpikeEvents.from_lists([(t, ch, self._signs(ch)) for t, ch in spikes],
                                       window, self.num_input, capacity, dtype=np.int8)
 
+    def window_event_counts(self, sims: Any, starts: Any, window: int) -> np.ndarray:
+        """Input events in windows ``[start, start + window)`` of simulations `sims`.
+
+        ``event_ptr`` is the cumulative event count per time step, so each count is one
+        subtraction, ``event_ptr[s, t0 + window] - event_ptr[s, t0]`` (steps outside
+        ``[0, T)`` hold no events).  `sims` and `starts` broadcast against each other;
+        returns int64 counts of their broadcast shape.
+        """
+        T = self.duration_ms
+        starts = np.asarray(starts, np.int64)
+        lo = self.event_ptr[sims, np.clip(starts, 0, T)]
+        hi = self.event_ptr[sims, np.clip(starts + window, 0, T)]
+        return (hi - lo).astype(np.int64)
+
     def max_window_events(self, window: int, first_start: int = 0,
                           last_start: int | None = None) -> int:
         """The most input events in any window ``[t0, t0 + window)`` of any simulation,
         over starts ``first_start <= t0 <= last_start`` (default: every start of a window
-        that lies inside ``[0, T)``).
-
-        ``event_ptr`` is the cumulative event count per time step, so the count of every
-        window is one subtraction: ``event_ptr[s, t0 + window] - event_ptr[s, t0]``
-        (steps outside ``[0, T)`` hold no events).  Returns 0 when no start is in range.
+        that lies inside ``[0, T)``; counts by `window_event_counts`).  Returns 0 when
+        no start is in range.
         """
         T = self.duration_ms
         last = T - window if last_start is None else int(last_start)
         first, last = max(int(first_start), -window), min(last, T)
-        if last < first:
+        if last < first or not self.num_sims:
             return 0
-        t0 = np.arange(first, last + 1)
-        lo = self.event_ptr[:, np.clip(t0, 0, T)]
-        hi = self.event_ptr[:, np.clip(t0 + window, 0, T)]
-        return int((hi - lo).max()) if self.num_sims else 0
+        counts = self.window_event_counts(np.arange(self.num_sims)[:, None],
+                                          np.arange(first, last + 1)[None, :], window)
+        return int(counts.max())
 
     def x_dense(self, sims: Sequence[int] | None = None) -> np.ndarray:
         """Dense signed inputs of whole simulations: (n, T, 2 S) int8."""

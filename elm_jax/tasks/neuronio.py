@@ -162,7 +162,7 @@ class NeuronIOTaskData:
         self.seq_len = cfg.window
         self._train_files = split_files(cfg, "train")
         self._samplers: dict[int, nio.WindowSampler] = {}
-        self._eval: dict[str, list[Batch]] = {}
+        self._layouts: dict[str, list] = {}
         self._eval_cap: int | None = None
         first = nio.load_file(self._train_files[0], cache_dir=cfg.parsed_cache())
         self.num_input = first.num_input
@@ -179,32 +179,35 @@ class NeuronIOTaskData:
         x, y_spike, y_soma = self._sampler(batch_size).batch(step)
         return {"x": x, "y": np.stack([y_spike, y_soma], axis=-1).astype(np.float32)}
 
-    def _eval_layout(self, path: Path) -> tuple[nio.NeuronIOData, np.ndarray, np.ndarray]:
-        """A file's data and the simulation and start (ms) of each evaluation window."""
-        data = nio.load_file(path, cache_dir=self.cfg.parsed_cache())
-        window = self.cfg.window
-        span = data.duration_ms - window - nio.IGNORE_TIME_FROM_START_MS
-        if span <= 0:
-            raise ValueError(f"{path}: {data.duration_ms}-ms simulations are too short "
-                             f"for {window}-ms evaluation windows")
-        k = self.cfg.eval_windows_per_sim
-        offsets = (np.arange(k) * span) // max(1, k)
-        sims = np.repeat(np.arange(data.num_sims), k)
-        starts = nio.IGNORE_TIME_FROM_START_MS + np.tile(offsets, data.num_sims)
-        return data, sims, starts
+    def _eval_layouts(self, split: str) -> list[tuple[nio.NeuronIOData, np.ndarray,
+                                                      np.ndarray]]:
+        """Per file of `split`: its data and the simulation and start (ms) of each fixed
+        evaluation window (loaded once per run, reused by every evaluation)."""
+        if split not in self._layouts:
+            layouts = []
+            window = self.cfg.window
+            for path in split_files(self.cfg, split):
+                data = nio.load_file(path, cache_dir=self.cfg.parsed_cache())
+                span = data.duration_ms - window - nio.IGNORE_TIME_FROM_START_MS
+                if span <= 0:
+                    raise ValueError(f"{path}: {data.duration_ms}-ms simulations are too "
+                                     f"short for {window}-ms evaluation windows")
+                k = self.cfg.eval_windows_per_sim
+                offsets = (np.arange(k) * span) // max(1, k)
+                sims = np.repeat(np.arange(data.num_sims), k)
+                starts = nio.IGNORE_TIME_FROM_START_MS + np.tile(offsets, data.num_sims)
+                layouts.append((data, sims, starts))
+            self._layouts[split] = layouts
+        return self._layouts[split]
 
     def _eval_capacity(self) -> int:
         """Events per window for evaluation batches: the most any validation or test
         window holds, so that both splits share one compiled evaluation step."""
         if self._eval_cap is None:
-            cap = 1
-            for split in ("val", "test"):
-                for path in split_files(self.cfg, split):
-                    data, sims, starts = self._eval_layout(path)
-                    counts = (data.event_ptr[sims, starts + self.cfg.window]
-                              - data.event_ptr[sims, starts])
-                    cap = max(cap, int(counts.max()))
-            self._eval_cap = cap
+            self._eval_cap = max([1] + [
+                int(data.window_event_counts(sims, starts, self.cfg.window).max())
+                for split in ("val", "test")
+                for data, sims, starts in self._eval_layouts(split)])
         return self._eval_cap
 
     def _eval_windows(self, split: str) -> tuple[Any, np.ndarray]:
@@ -213,8 +216,7 @@ class NeuronIOTaskData:
         xs, ys = [], []
         window = self.cfg.window
         events = self.cfg.input_format == "events"
-        for path in split_files(self.cfg, split):
-            data, sims, starts = self._eval_layout(path)
+        for data, sims, starts in self._eval_layouts(split):
             cols = starts[:, None] + np.arange(window)
             xs.append(data.x_window_events(sims, starts, window, self._eval_capacity())
                       if events else data.x_windows(sims, starts, window))
