@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from .config import ELMConfig
+from .jax_compat import varying_axes
 from .params import Params, check_params
 from .routing import branch_input_matrix
 
@@ -155,14 +156,6 @@ def initial_state(config: ELMConfig, batch_shape: tuple[int, ...] = (),
                     jnp.zeros((*batch_shape, config.num_memory), dtype))
 
 
-def _varying_axes(a) -> frozenset:
-    aval = jax.typeof(a)
-    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.9
-    if manual is not None:
-        return frozenset(getattr(manual, "varying", ()))
-    return frozenset(getattr(aval, "vma", ()))  # older spelling
-
-
 def varying_like(tree, like: jax.Array):
     """`tree` cast to vary over the same manual mesh axes as `like` (inside
     `jax.shard_map`; a no-op elsewhere).
@@ -170,12 +163,12 @@ def varying_like(tree, like: jax.Array):
     Zero initial states and zero gradient accumulators are created unvarying; a loop
     carry that meets per-shard data must vary like it, or `lax.scan` rejects the carry.
     """
-    vma = _varying_axes(like)
+    vma = varying_axes(like)
     if not vma:
         return tree
 
     def cast(a):
-        missing = tuple(sorted(vma - _varying_axes(a)))
+        missing = tuple(sorted(vma - varying_axes(a)))
         return jax.lax.pcast(a, missing, to="varying") if missing else a
 
     return jax.tree_util.tree_map(cast, tree)
@@ -186,7 +179,7 @@ def summed_like(cotangents, primals):
     custom VJP's gradient of a replicated parameter inside `jax.shard_map`); a no-op
     elsewhere."""
     def reduce(ct, primal):
-        extra = tuple(sorted(_varying_axes(ct) - _varying_axes(primal)))
+        extra = tuple(sorted(varying_axes(ct) - varying_axes(primal)))
         return jax.lax.psum(ct, extra) if extra else ct
 
     return jax.tree_util.tree_map(reduce, cotangents, primals)

@@ -14,7 +14,7 @@ import elm_jax
 from elm_jax.apply import (HOISTED_CHUNK_FLOATS, default_chunk_size, hoisted_chunk_size,
                            resolve_backend, resolve_remat)
 from elm_jax.backends import hoisted
-from test_core_equivalence import ROUTINGS, make_config, random_params, reference
+from helpers import ROUTINGS, make_config, random_params, reference
 
 OPTIONS = [
     dict(backend="scan", remat="step"),

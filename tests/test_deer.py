@@ -14,7 +14,7 @@ from elm_jax.backends.deer import (DeerInfo, DeerNotConvergedError, DeerOptions,
                                    matrix_recurrence)
 from elm_jax.backends.linear import linear_recurrence
 from elm_jax.core import ELMState, prepare, readout
-from test_core_equivalence import make_config, random_params
+from helpers import make_config, random_params
 
 
 def _inputs(config, batch, steps, seed, dtype=jnp.float64):

@@ -12,7 +12,7 @@ import pytest
 
 import elm_jax
 from elm_jax.events import SpikeEvents, branch_drive, check_events, is_events
-from test_core_equivalence import make_config, random_params
+from helpers import make_config, random_params
 
 
 def _spikes(config, batch=2, steps=11, density=0.3, seed=0):

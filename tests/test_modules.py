@@ -9,7 +9,7 @@ import optax
 from flax import nnx
 
 import elm_jax
-from test_core_equivalence import make_config, random_params
+from helpers import make_config, random_params
 
 
 def test_linen_sequence_equals_apply(x64):

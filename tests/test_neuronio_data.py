@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import require_shared
+from helpers import require_shared
 from elm_jax.data import neuronio as nio
 from elm_jax.data import teacher
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import elm_jax
-from conftest import require_shared
+from helpers import require_shared
 from elm_jax.cli import main as cli_main
 from elm_jax.data import neuronio as nio
 from elm_jax.data import teacher

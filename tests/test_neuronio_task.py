@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import require_shared
+from helpers import require_shared
 from elm_jax.events import SpikeEvents
 from elm_jax.tasks import get_task
 from elm_jax.tasks.neuronio import NeuronIOTaskConfig, NeuronIOTaskData, ensure_teacher_data

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import elm_jax
-from conftest import require_shared
+from helpers import require_shared
 from elm_jax.checkpoints.model_dir import load_model, save_model
 from elm_jax.cli import main as cli_main
 from elm_jax.routing import routing_table

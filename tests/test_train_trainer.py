@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from elm_jax.jax_compat import jit_cache_size
 from elm_jax.checkpoints.model_dir import load_model
 from elm_jax.cli import main
 from elm_jax.train.checkpointing import RunCheckpoints
@@ -76,7 +77,7 @@ def test_tiny_adding_learns_and_writes_every_output(tmp_path):
     assert report["status"] == "completed"
     assert report["test"]["mse"] < 0.05 < 1 / 6       # the mean predictor scores 1/6
     assert report["compiled"] == {"train_step": 1, "eval_step": 1}
-    assert trainer.train_step._cache_size() == 1 and trainer.evaluator.step._cache_size() == 1
+    assert jit_cache_size(trainer.train_step) == 1 and jit_cache_size(trainer.evaluator.step) == 1
     assert report["num_params"] == 323 and report["tokens_per_s"] > 0
     assert report["wall_time_s"] > report["train_time_s"] > 0
     assert json.loads((tmp_path / "report.json").read_text())["test"] == report["test"]
@@ -120,7 +121,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, reference_ru
         _train(tmp_path)
     trainer, report = _train(tmp_path, resume=True)
     assert report["resumed_from"] == 17 and report["status"] == "completed"
-    assert trainer.train_step._cache_size() == 1
+    assert jit_cache_size(trainer.train_step) == 1
     _same_params(ref_dir / "final_model", tmp_path / "final_model")
     _same_params(ref_dir / "best_model", tmp_path / "best_model")
     assert _records(tmp_path) == _records(ref_dir)

@@ -42,6 +42,7 @@ import optax
 from ..apply import apply
 from ..checkpoints.model_dir import load_model, save_model
 from ..events import is_events
+from ..jax_compat import jit_cache_size
 from ..params import count_params, init_params
 from ..tasks import get_task
 from ..tasks.base import Task, head_outputs, reduce_per_example
@@ -575,8 +576,8 @@ class Trainer:
             wall_time_s=wall, train_time_s=clock.seconds,
             steps_per_s=rate, tokens_per_s=rate * cfg.batch_size * data.seq_len if rate else None,
             tokens_per_step=cfg.batch_size * data.seq_len,
-            compiled={"train_step": self.train_step._cache_size(),
-                      "eval_step": self.evaluator.step._cache_size()},
+            compiled={"train_step": jit_cache_size(self.train_step),
+                      "eval_step": jit_cache_size(self.evaluator.step)},
             workdir=str(self.workdir))
         if self.is_main:
             self._plot(log.records, wait=True)

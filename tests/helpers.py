@@ -1,0 +1,72 @@
+"""Helpers shared by the test modules (import them from here, never from a test module).
+
+`reference_numpy` beside it is the independent float64 oracle written from the paper's
+equations; this module holds the small configurations, parameter draws and the
+``../shared`` locator the tests share.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import elm_jax
+from elm_jax.routing import routing_table
+from reference_numpy import numpy_forward, numpy_routing
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ELM_JAX_SHARED", REPO.parent / "shared"))
+
+
+def require_shared(*parts: str) -> Path:
+    """Path under ../shared; skip when absent on a user's machine, fail under CI=true."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        reason = f"{path} is absent (the reference checkpoints and data live in ../shared)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    return path
+
+
+ROUTINGS = {
+    # name: (num_input, num_branch, num_synapse_per_branch)
+    "none": (6, 3, 2),
+    "random": (5, 4, 3),
+    "neuronio": (12, 4, 5),
+}
+
+
+def make_config(routing, variant, layers, activation, **kw):
+    num_input, num_branch, per_branch = ROUTINGS[routing]
+    base = dict(num_input=num_input, num_output=3, num_memory=4, mlp_num_layers=layers,
+                mlp_hidden_size=7, mlp_activation=activation, num_branch=num_branch,
+                num_synapse_per_branch=per_branch, routing=routing, routing_seed=3,
+                variant=variant, lambda_value=3.0, tau_s=4.0, memory_tau_min=1.5,
+                memory_tau_max=40.0, delta_t=0.7)
+    base.update(kw)
+    return elm_jax.ELMConfig(**base)
+
+
+def random_params(config, seed=0, dtype=jnp.float64):
+    """init_params plus random w_s and tau_m so no parameter is at a special value."""
+    key_init, key_ws, key_tau = jax.random.split(jax.random.key(seed), 3)
+    params = elm_jax.init_params(key_init, config, dtype)
+    params["w_s_raw"] = jax.random.uniform(key_ws, params["w_s_raw"].shape, dtype, -0.3, 1.5)
+    params["tau_m_raw"] = params["tau_m_raw"] + jax.random.normal(key_tau, (config.num_memory,), dtype)
+    return params
+
+
+def reference(params, x, config):
+    table = numpy_routing(config.num_input, config.num_branch, config.num_synapse_per_branch,
+                          config.routing, table=routing_table(config))
+    return numpy_forward(params, x, table=table, num_branch=config.num_branch,
+                         tau_s=config.tau_s, delta_t=config.delta_t,
+                         lambda_value=config.lambda_value, tau_min=config.memory_tau_min,
+                         tau_max=config.memory_tau_max, variant=config.variant,
+                         activation=config.mlp_activation,
+                         memory_feedback=config.memory_feedback)
