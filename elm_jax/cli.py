@@ -14,7 +14,7 @@ from pathlib import Path
 
 #: Modules that add subcommands: each defines ``register(subparsers)``, which adds its
 #: parsers with ``set_defaults(func=...)``; a func returns the exit code.
-COMMAND_MODULES = ("elm_jax.train.cli", "elm_jax.data.neuronio_cli", "elm_jax.bench.cli")
+COMMAND_MODULES = ("elm_jax.train.cli", "elm_jax.tasks.neuronio.cli")
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -74,7 +74,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .apply import apply
     from .checkpoints.model_dir import load_model
     from .config import ELMConfig
-    from .data.neuronio_like import neuronio_like_spikes
+    from .tasks.neuronio.synthetic_input import neuronio_like_spikes
     from .params import count_params, init_params
     from .plots import plot_run
 
@@ -131,11 +131,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     for name in COMMAND_MODULES:
-        if importlib.util.find_spec(name.rsplit(".", 1)[0]) is None:
-            continue
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).register(sub)
+        importlib.import_module(name).register(sub)
+
+    p = sub.add_parser("bench", help="moved: the benchmarks live in the repository's "
+                                     "benchmarks/ folder (python -m benchmarks)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_bench_moved)
     return parser
+
+
+def _cmd_bench_moved(args: argparse.Namespace) -> int:
+    print("elm-jax bench: the benchmarks are not part of the installed package any more; "
+          "from a clone of the repository run: python -m benchmarks --help", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:

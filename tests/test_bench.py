@@ -86,7 +86,7 @@ def test_torch_baseline_matches_apply():
 
     import elm_jax
     from elm_jax.bench.torch_baseline import build_torch_elm
-    from elm_jax.data.neuronio_like import neuronio_like_spikes
+    from elm_jax.tasks.neuronio.synthetic_input import neuronio_like_spikes
 
     config = elm_jax.ELMConfig.preset("neuronio_branch_dm15")
     params = elm_jax.init_params(jax.random.key(3), config)

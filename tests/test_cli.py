@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -28,8 +30,10 @@ def test_unknown_preset_is_a_clear_error(tmp_path, capsys):
 
 
 def test_console_script_is_installed():
-    exe = shutil.which("elm-jax")
-    assert exe, "the elm-jax console script is not on PATH (pip install -e .)"
+    # the script pip installed beside this interpreter (a venv need not be on PATH)
+    beside = Path(sys.executable).parent / "elm-jax"
+    exe = str(beside) if beside.exists() else shutil.which("elm-jax")
+    assert exe, f"no elm-jax console script beside {sys.executable} or on PATH (pip install -e .)"
     result = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     for command in ("convert", "predict", "demo"):

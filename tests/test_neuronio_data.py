@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from helpers import require_shared
-from elm_jax.data import neuronio as nio
-from elm_jax.data import teacher
+from elm_jax.tasks import neuronio as nio
+from elm_jax.tasks.neuronio import reader as nio_reader
+from elm_jax.tasks.neuronio import teacher
 
 # ../shared/data/neuronio_l5pc/README.md: folder -> (sims, output spikes per simulation)
 REAL_FILES = {
@@ -224,14 +225,14 @@ def test_cache_is_used_and_invalidated(tmp_path, teacher_file, monkeypatch):
         raise AssertionError("the cache should have been used")
 
     with monkeypatch.context() as m:
-        m.setattr(nio, "read_neuronio_pickle", no_parse)
+        m.setattr(nio_reader, "read_neuronio_pickle", no_parse)
         cached = nio.load_file(src, cache_dir=cache_dir)
     for name in ("event_ptr", "event_channel", "y_spike", "soma_mv", "num_output_spikes"):
         np.testing.assert_array_equal(getattr(cached, name), getattr(first, name))
         assert getattr(cached, name).dtype == getattr(first, name).dtype
     os.utime(src, ns=(1, 1))  # source changed -> cache stale -> reparsed and rewritten
     with monkeypatch.context() as m:
-        m.setattr(nio, "read_neuronio_pickle", no_parse)
+        m.setattr(nio_reader, "read_neuronio_pickle", no_parse)
         with pytest.raises(AssertionError, match="cache should have been used"):
             nio.load_file(src, cache_dir=cache_dir)
     caches[0].write_bytes(b"not a zip")  # unreadable cache -> rebuilt
@@ -313,12 +314,6 @@ def test_window_sampler_errors(teacher_file):
     bad_index = next(i for i in range(10) if sampler.file_index(i) == 1)
     with pytest.raises(nio.NeuronIOFormatError, match="sim__broken.p"):
         list(sampler.iterate(0, bad_index + 1))
-
-
-def test_loader_throughput_reports_rates(teacher_file):
-    stats = nio.loader_throughput(nio.WindowSampler([teacher_file], seed=0), num_batches=6)
-    assert stats["num_batches"] == 6 and stats["windows_per_s"] > 0
-    assert stats["windows_per_s"] == pytest.approx(8 * stats["batches_per_s"])
 
 
 # ---------------------------------------------------------------------------- events

@@ -10,9 +10,9 @@ import pytest
 import elm_jax
 from helpers import require_shared
 from elm_jax.cli import main as cli_main
-from elm_jax.data import neuronio as nio
-from elm_jax.data import teacher
-from elm_jax.evaluation import neuronio as ev
+from elm_jax.tasks import neuronio as nio
+from elm_jax.tasks.neuronio import teacher
+from elm_jax.tasks.neuronio import evaluation as ev
 
 # ../shared/data/neuronio_l5pc/README.md, "Reference evaluation numbers" (reference PyTorch
 # implementation and evaluation code, all three files together)

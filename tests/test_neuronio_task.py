@@ -13,7 +13,7 @@ import pytest
 from helpers import require_shared
 from elm_jax.events import SpikeEvents
 from elm_jax.tasks import get_task
-from elm_jax.tasks.neuronio import NeuronIOTaskConfig, NeuronIOTaskData, ensure_teacher_data
+from elm_jax.tasks.neuronio.task import NeuronIOTaskConfig, NeuronIOTaskData, ensure_teacher_data
 from elm_jax.train.trainer import Trainer, resolve_run
 
 TINY_DATA = ["task.teacher_sims_per_file=2", "task.teacher_duration_ms=1200",

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from elm_jax.cli import main as cli_main
-from elm_jax.data import neuronio as nio
-from elm_jax.data import teacher
+from elm_jax.tasks import neuronio as nio
+from elm_jax.tasks.neuronio import teacher
 
 
 @pytest.fixture(scope="module")

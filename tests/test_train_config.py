@@ -13,7 +13,7 @@ import pytest
 import elm_jax
 from elm_jax.cli import main
 from elm_jax.tasks.synthetic import AddingConfig
-from elm_jax.train.config import ModelOptions, TrainConfig, parse_overrides
+from elm_jax.tasks.run_config import ModelOptions, TrainConfig, parse_overrides
 from elm_jax.train.optim import learning_rate_schedule, make_optimizer, param_labels
 from elm_jax.train.trainer import resolve_run
 

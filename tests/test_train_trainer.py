@@ -295,7 +295,7 @@ def test_custom_per_step_task_with_burn_in_loss_and_final_evaluation_hook(tmp_pa
 
     from elm_jax.tasks import register_task
     from elm_jax.tasks.base import Task
-    from elm_jax.train.config import Preset, TrainConfig
+    from elm_jax.tasks.run_config import Preset, TrainConfig
 
     @dc.dataclass(frozen=True)
     class EchoConfig:

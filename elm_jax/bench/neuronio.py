@@ -50,7 +50,7 @@ DEFAULT_VARIANTS = ["auto", "scan", "hoisted", "auto_events", "scan_events"]
 
 def make_data(config, batch: int, steps: int, seed: int = 0):
     """x (batch, steps, num_input) float32 signed spikes, spike and soma targets."""
-    from ..data.neuronio_like import neuronio_like_spikes
+    from ..tasks.neuronio.synthetic_input import neuronio_like_spikes
 
     x = neuronio_like_spikes(seed, batch, steps, config.num_input).astype(np.float32)
     rng = np.random.default_rng(seed + 1)

@@ -1,15 +1,24 @@
 """The task registry: every task the trainer can run, by name.
 
-Built-in tasks: ``adding`` and ``delayed_recall`` (`elm_jax.tasks.synthetic`).
+Built-in tasks: ``adding`` and ``delayed_recall`` (`elm_jax.tasks.synthetic`, small
+generated tasks in one module) and ``neuronio`` (`elm_jax.tasks.neuronio`, a task family
+in its own package).
 
-Adding a task (e.g. NeuronIO, SHD-Adding, LRA) needs no change to the trainer or the
-CLI.  Write a module that builds a `Task` (see `elm_jax.tasks.base` for the contract
-of the data, head, loss, metrics and presets) and calls `register_task` at import time::
+Layout: one package per task family under ``elm_jax/tasks/`` holds everything about it
+-- file formats and readers, generators, evaluation and metrics, the task definition
+and presets, and its CLI subcommands (``cli.py`` with ``register(subparsers)``, picked
+up by ``elm-jax``).  Dependencies run one way: ``elm_jax.cli`` -> `elm_jax.train` ->
+`elm_jax.tasks` -> the model core; `elm_jax.tasks.run_config` holds the run
+configuration (`TrainConfig`, `Preset`, ...) so that tasks never import the trainer.
 
-    # elm_jax/tasks/neuronio.py  (or elm_jax/data/neuronio_task.py)
+Adding a task family needs no change to the trainer: write a package that builds a
+`Task` (see `elm_jax.tasks.base` for the contract of the data, head, loss, metrics and
+presets), calls `register_task` at import time, and add it to `TASK_MODULES`::
+
+    # elm_jax/tasks/neuronio/task.py
     from elm_jax.tasks import register_task
     from elm_jax.tasks.base import Task
-    from elm_jax.train.config import Preset, TrainConfig
+    from elm_jax.tasks.run_config import Preset, TrainConfig
 
     def neuronio_loss(pred, target):          # (batch, time, 2) -> (batch, time)
         ...                                   # 0.5 * BCE(spike) + 0.5 * MSE(soma)
@@ -26,10 +35,9 @@ of the data, head, loss, metrics and presets) and calls `register_task` at impor
 A module that fails to import is reported (a warning, and in the error for an unknown
 task name) without hiding the other tasks.
 
-The registry imports the modules in `TASK_MODULES` that exist (so a new file at one of
-those paths is picked up automatically) and any modules named in the environment
-variable ``ELM_JAX_TASK_MODULES`` (comma-separated), e.g. for tasks that live outside
-this package.
+The registry imports the modules in `TASK_MODULES` and any modules named in the
+environment variable ``ELM_JAX_TASK_MODULES`` (comma-separated), e.g. for tasks that
+live outside this package.
 """
 
 from __future__ import annotations
@@ -41,9 +49,9 @@ import warnings
 
 from .base import Task, TaskData, head_outputs
 
-#: Modules imported (when present) to populate the registry.
-TASK_MODULES = ("elm_jax.tasks.synthetic", "elm_jax.tasks.neuronio",
-                "elm_jax.data.neuronio_task", "elm_jax.tasks.shd", "elm_jax.tasks.lra")
+#: Modules imported to populate the registry (the first registers its tasks through
+#: its ``TASKS`` tuple, the others at import time).
+TASK_MODULES = ("elm_jax.tasks.synthetic", "elm_jax.tasks.neuronio")
 
 _REGISTRY: dict[str, Task] = {}
 _FAILED: dict[str, str] = {}
@@ -73,12 +81,9 @@ def _load() -> None:
     extra = [m.strip() for m in os.environ.get("ELM_JAX_TASK_MODULES", "").split(",")
              if m.strip()]
     for name in (*TASK_MODULES[1:], *extra):
-        parent = name.rsplit(".", 1)[0]
-        if importlib.util.find_spec(parent) is None or importlib.util.find_spec(name) is None:
-            if name in extra:
-                raise ValueError(f"ELM_JAX_TASK_MODULES names {name!r}, which cannot be "
-                                 f"imported")
-            continue
+        if name in extra and importlib.util.find_spec(name) is None:
+            raise ValueError(f"ELM_JAX_TASK_MODULES names {name!r}, which cannot be "
+                             f"imported")
         try:
             importlib.import_module(name)
         except Exception as err:  # one broken task module must not hide the others

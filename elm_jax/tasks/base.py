@@ -14,7 +14,7 @@ A `Task` couples
   ``pred.shape[:-1]``: ``(batch, time)`` for per-step heads, ``(batch,)`` for last-step
   heads).  The trainer averages them over the time steps after the burn-in and over
   the examples (weighted by ``batch["weight"]`` when present);
-* named **presets** (`elm_jax.train.config.Preset`).
+* named **presets** (`elm_jax.tasks.run_config.Preset`).
 
 Batches are dicts of NumPy arrays with a fixed batch size:
 
@@ -95,7 +95,9 @@ class Task:
         instance reused by the trainer).
       final_evaluation: optional task-specific evaluation run by the trainer after the
         test metrics, on the best parameters:
-        ``fn(task_config, model_config, params, out_dir=PATH, split="test") -> dict``
+        ``fn(task_config, model_config, params, out_dir=PATH, split="test",
+        apply_kwargs=dict) -> dict`` (`apply_kwargs`: the run's model options, to be
+        passed to every `elm_jax.apply` call)
         (JSON-serialisable; stored in report.json under ``"final_evaluation"``; files
         go to ``WORKDIR/final_evaluation/``).
     """

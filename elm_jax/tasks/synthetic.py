@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..train.config import Preset, TrainConfig
+from .run_config import Preset, TrainConfig
 from .base import Batch, Task
 
 CHUNK = 32

@@ -2,28 +2,16 @@
 
 * `resolve_run(task, preset, overrides)` -> ``(Task, RunConfig)``;
 * `Trainer(task, run, workdir, resume=...).fit()` -> report dict;
-* `TrainConfig`, `ModelOptions`, `RunConfig`, `Preset` -- frozen configuration;
+* `make_optimizer` -- the Optax optimizer of a `TrainConfig`;
 * ``elm-jax train | eval | tasks`` (`elm_jax.train.cli`).
 
-Names are imported lazily so that task modules can import `elm_jax.train.config`
-without pulling in the trainer.
+The run configuration (`TrainConfig`, `ModelOptions`, `RunConfig`, `Preset`) lives in
+`elm_jax.tasks.run_config` (tasks define presets; the trainer sits above the tasks).
 """
 
-from __future__ import annotations
+from ..tasks.run_config import ModelOptions, Preset, RunConfig, TrainConfig
+from .optim import make_optimizer
+from .trainer import Trainer, evaluate_params, read_run, resolve_run
 
-import importlib
-
-_EXPORTS = {
-    "TrainConfig": "config", "ModelOptions": "config", "RunConfig": "config",
-    "Preset": "config", "resolve_run": "trainer", "Trainer": "trainer",
-    "evaluate_params": "trainer", "read_run": "trainer", "make_optimizer": "optim",
-}
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = sorted(_EXPORTS)
+__all__ = ["ModelOptions", "Preset", "RunConfig", "TrainConfig", "Trainer", "evaluate_params",
+           "make_optimizer", "read_run", "resolve_run"]

@@ -60,7 +60,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
         if "run" in meta:
             from ..tasks import get_task
-            from .config import run_config_from_dict
+            from ..tasks.run_config import run_config_from_dict
 
             task = get_task(meta["run"]["task_name"])
             run = run_config_from_dict(meta["run"], task.config_cls)
@@ -91,7 +91,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if task.final_evaluation is not None:
         # the task's own (e.g. published) evaluation; its metrics go to the top level
         published = task.final_evaluation(run.task, run.model, params, out_dir=args.plots,
-                                          split=args.split)
+                                          split=args.split,
+                                          apply_kwargs=run.options.apply_kwargs())
         result = {**published, **result}
     text = json.dumps(result, indent=1, default=float)
     if args.output:

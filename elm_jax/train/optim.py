@@ -10,7 +10,7 @@ import optax
 
 from ..config import ELMConfig
 from ..params import trainable_mask
-from .config import TrainConfig, parse_lr_groups
+from ..tasks.run_config import TrainConfig, parse_lr_groups
 
 FROZEN = "frozen"
 

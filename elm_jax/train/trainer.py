@@ -47,7 +47,7 @@ from ..params import count_params, init_params
 from ..tasks import get_task
 from ..tasks.base import Task, head_outputs, reduce_per_example
 from .checkpointing import RunCheckpoints
-from .config import (ModelOptions, RunConfig, TASK_FIXED_MODEL_FIELDS,
+from ..tasks.run_config import (ModelOptions, RunConfig, TASK_FIXED_MODEL_FIELDS,
                      config_diff, parse_overrides, run_config_from_dict)
 from .observe import MetricsLog, Progress
 from .optim import make_optimizer
@@ -570,7 +570,8 @@ class Trainer:
             if self.task.final_evaluation is not None and self.is_main:
                 report["final_evaluation"] = self.task.final_evaluation(
                     run.task, run.model, jax.device_get(best_params),
-                    out_dir=self.workdir / "final_evaluation", split="test")
+                    out_dir=self.workdir / "final_evaluation", split="test",
+                    apply_kwargs=run.options.apply_kwargs())
         rate = clock.rate
         report.update(
             wall_time_s=wall, train_time_s=clock.seconds,

@@ -24,7 +24,7 @@ def _files_per_split(text: str) -> int | dict[str, int]:
 
 
 def _cmd_teacher(args: argparse.Namespace) -> int:
-    from .neuronio import find_files
+    from .reader import find_files
     from .teacher import generate_dataset
 
     start = time.perf_counter()
@@ -43,9 +43,9 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..checkpoints.model_dir import load_model
-    from ..evaluation.neuronio import ModelPredictor, evaluate_neuronio, write_report
-    from .neuronio import find_files, load_file
+    from ...checkpoints.model_dir import load_model
+    from .evaluation import ModelPredictor, evaluate_neuronio, write_report
+    from .reader import find_files, load_file
 
     config, params = load_model(args.checkpoint)
     files = find_files(args.data_dir, args.split)

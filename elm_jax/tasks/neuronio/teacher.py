@@ -56,7 +56,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..fileio import atomic_write
+from ...fileio import atomic_write
 
 __all__ = [
     "RATE_INTERVAL_OPTIONS_MS", "SMOOTHING_SIGMA_OPTIONS_MS", "TEACHER_KINDS", "Morphology",

@@ -34,8 +34,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..data.neuronio import (IGNORE_TIME_FROM_START_MS, WINDOW_MS, Y_TRAIN_SOMA_SCALE,
-                             NeuronIOData, find_files, load_file, soma_eval_target)
+from .formats import (IGNORE_TIME_FROM_START_MS, WINDOW_MS, Y_TRAIN_SOMA_SCALE, NeuronIOData,
+                      soma_eval_target)
+from .reader import find_files, load_file
 
 __all__ = [
     "DEFAULT_FP_RATES", "roc_curve", "auc", "roc_auc", "tp_at_fp", "auc_at_fp",
@@ -366,20 +367,23 @@ class ModelPredictor:
     `elm_jax.apply`, plus `memory(x)` for the plots (both jitted, one compile per shape).
     """
 
-    def __init__(self, config, params, *, compute_dtype=None):
+    def __init__(self, config, params, *, compute_dtype=None, apply_kwargs=None):
         import jax
 
-        from ..apply import apply
+        from ...apply import apply
 
         self.config = config
         self.params = params
+        # the run's model options (backend, compute_dtype, ...) as `elm_jax.apply` keywords
+        kwargs = dict(apply_kwargs or {})
+        if compute_dtype is not None:
+            kwargs["compute_dtype"] = compute_dtype
 
         def outputs(p, x):
-            return apply(p, x, config, compute_dtype=compute_dtype)
+            return apply(p, x, config, **kwargs)
 
         def memory(p, x):
-            return apply(p, x, config, return_states=True,
-                         compute_dtype=compute_dtype)[1]["memory"]
+            return apply(p, x, config, return_states=True, **kwargs)[1]["memory"]
 
         self._outputs = jax.jit(outputs)
         self._memory = jax.jit(memory)

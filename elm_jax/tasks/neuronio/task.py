@@ -1,9 +1,9 @@
 """The NeuronIO task: fit a cortical neuron's input -> (spike, somatic voltage) mapping.
 
-Data: NeuronIO files in the original format (`elm_jax.data.neuronio`), either the real
+Data: NeuronIO files in the original format (`elm_jax.tasks.neuronio.formats`), either the real
 dataset (``--set task.data_dir=DIR`` with ``full_ergodic_train_batch_k`` and
 ``Data_test`` folders) or, when ``task.data_dir`` is empty, the built-in teacher neuron
-(`elm_jax.data.teacher`), generated once into ``task.teacher_dir`` (default: a folder
+(`elm_jax.tasks.neuronio.teacher`), generated once into ``task.teacher_dir`` (default: a folder
 under ``~/.cache/elm_jax`` named by the teacher settings).  Split as published: train =
 ``full_ergodic_train_batch_2..10``, validation = ``full_ergodic_train_batch_1``, test =
 ``Data_test`` (the validation files stand in for a missing test split, with a note).
@@ -32,13 +32,14 @@ import jax
 import numpy as np
 import optax
 
-from ..data import neuronio as nio
-from ..fileio import atomic_write
-from ..train.config import Preset, TrainConfig
-from . import register_task
-from .base import Batch, Task
+from ...fileio import atomic_write
+from .. import register_task
+from ..base import Batch, Task
+from ..run_config import Preset, TrainConfig
+from .formats import IGNORE_TIME_FROM_START_MS, WINDOW_MS, NeuronIOData, soma_train_target
+from .reader import find_files, load_file
+from .sampler import INPUT_FORMATS, WindowSampler
 
-WINDOW_MS = nio.WINDOW_MS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,16 +78,16 @@ class NeuronIOTaskConfig:
     input_format: str = "events"
 
     def __post_init__(self) -> None:
-        if self.input_format not in nio.INPUT_FORMATS:
+        if self.input_format not in INPUT_FORMATS:
             raise ValueError(f"task.input_format={self.input_format!r} is invalid: expected "
-                             f"one of {nio.INPUT_FORMATS}")
+                             f"one of {INPUT_FORMATS}")
         for name in ("window", "eval_windows_per_sim", "teacher_train_files",
                      "teacher_sims_per_file", "teacher_duration_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"task.{name}={value!r} is invalid: expected a positive "
                                  f"integer")
-        from ..data.teacher import TEACHER_KINDS
+        from .teacher import TEACHER_KINDS
 
         if self.teacher not in TEACHER_KINDS:
             raise ValueError(f"task.teacher={self.teacher!r} is invalid: expected one of "
@@ -118,7 +119,7 @@ def ensure_teacher_data(cfg: NeuronIOTaskConfig) -> Path:
     Files are written atomically and a ``COMPLETE`` marker is written last, so an
     interrupted generation is redone rather than used half-made.
     """
-    from ..data.teacher import generate_dataset
+    from .teacher import generate_dataset
 
     root = cfg.teacher_root()
     marker = root / "COMPLETE"
@@ -142,13 +143,13 @@ def split_files(cfg: NeuronIOTaskConfig, split: str) -> list[Path]:
     root = data_root(cfg)
     name = {"train": "train", "val": "valid", "test": "test"}[split]
     try:
-        return nio.find_files(root, name)
+        return find_files(root, name)
     except FileNotFoundError:
         if split != "test":
             raise
         print(f"note: no Data_test files under {root}; the validation files stand in for "
               f"the test split")
-        return nio.find_files(root, "valid")
+        return find_files(root, "valid")
 
 
 class NeuronIOTaskData:
@@ -161,15 +162,15 @@ class NeuronIOTaskData:
         self.seed = int(seed)
         self.seq_len = cfg.window
         self._train_files = split_files(cfg, "train")
-        self._samplers: dict[int, nio.WindowSampler] = {}
+        self._samplers: dict[int, WindowSampler] = {}
         self._layouts: dict[str, list] = {}
         self._eval_cap: int | None = None
-        first = nio.load_file(self._train_files[0], cache_dir=cfg.parsed_cache())
+        first = load_file(self._train_files[0], cache_dir=cfg.parsed_cache())
         self.num_input = first.num_input
 
-    def _sampler(self, batch_size: int) -> nio.WindowSampler:
+    def _sampler(self, batch_size: int) -> WindowSampler:
         if batch_size not in self._samplers:
-            self._samplers[batch_size] = nio.WindowSampler(
+            self._samplers[batch_size] = WindowSampler(
                 self._train_files, seed=self.seed, batch_size=batch_size,
                 window=self.cfg.window, cache_dir=self.cfg.parsed_cache(),
                 input_format=self.cfg.input_format)
@@ -179,7 +180,7 @@ class NeuronIOTaskData:
         x, y_spike, y_soma = self._sampler(batch_size).batch(step)
         return {"x": x, "y": np.stack([y_spike, y_soma], axis=-1).astype(np.float32)}
 
-    def _eval_layouts(self, split: str) -> list[tuple[nio.NeuronIOData, np.ndarray,
+    def _eval_layouts(self, split: str) -> list[tuple[NeuronIOData, np.ndarray,
                                                       np.ndarray]]:
         """Per file of `split`: its data and the simulation and start (ms) of each fixed
         evaluation window (loaded once per run, reused by every evaluation)."""
@@ -187,15 +188,15 @@ class NeuronIOTaskData:
             layouts = []
             window = self.cfg.window
             for path in split_files(self.cfg, split):
-                data = nio.load_file(path, cache_dir=self.cfg.parsed_cache())
-                span = data.duration_ms - window - nio.IGNORE_TIME_FROM_START_MS
+                data = load_file(path, cache_dir=self.cfg.parsed_cache())
+                span = data.duration_ms - window - IGNORE_TIME_FROM_START_MS
                 if span <= 0:
                     raise ValueError(f"{path}: {data.duration_ms}-ms simulations are too "
                                      f"short for {window}-ms evaluation windows")
                 k = self.cfg.eval_windows_per_sim
                 offsets = (np.arange(k) * span) // max(1, k)
                 sims = np.repeat(np.arange(data.num_sims), k)
-                starts = nio.IGNORE_TIME_FROM_START_MS + np.tile(offsets, data.num_sims)
+                starts = IGNORE_TIME_FROM_START_MS + np.tile(offsets, data.num_sims)
                 layouts.append((data, sims, starts))
             self._layouts[split] = layouts
         return self._layouts[split]
@@ -221,7 +222,7 @@ class NeuronIOTaskData:
             xs.append(data.x_window_events(sims, starts, window, self._eval_capacity())
                       if events else data.x_windows(sims, starts, window))
             ys.append(np.stack([data.y_spike[sims[:, None], cols],
-                                nio.soma_train_target(data.soma_mv[sims[:, None], cols])], -1))
+                                soma_train_target(data.soma_mv[sims[:, None], cols])], -1))
         y = np.concatenate(ys).astype(np.float32)
         if not events:
             return np.concatenate(xs), y
@@ -267,17 +268,18 @@ def neuronio_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
 
 # ---------------------------------------------------------------------------- final evaluation
 def final_evaluation(task_config: NeuronIOTaskConfig, model_config, params,
-                     out_dir: str | os.PathLike | None = None, split: str = "test"
-                     ) -> dict[str, Any]:
+                     out_dir: str | os.PathLike | None = None, split: str = "test",
+                     apply_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The published NeuronIO evaluation of `params` on `split` (``"val"`` or ``"test"``)
     with plots into `out_dir`; returns the metrics (keys ``AUC``, ``TP @ 0.0025 FP``,
     ``TP @ 0.0100 FP``, ``soma_RMSE``, ``soma_MAE``, ``soma_explained_variance_percent``,
-    ...) and the evaluated files."""
-    from ..evaluation.neuronio import ModelPredictor, evaluate_neuronio
+    ...) and the evaluated files.  `apply_kwargs`: the run's model options as
+    `elm_jax.apply` keywords (backend, compute_dtype, ...), used for every prediction."""
+    from .evaluation import ModelPredictor, evaluate_neuronio
 
     files = split_files(task_config, split)
-    data = [nio.load_file(p, cache_dir=task_config.parsed_cache()) for p in files]
-    metrics = evaluate_neuronio(ModelPredictor(model_config, params), data,
+    data = [load_file(p, cache_dir=task_config.parsed_cache()) for p in files]
+    metrics = evaluate_neuronio(ModelPredictor(model_config, params, apply_kwargs=apply_kwargs), data,
                                 plot_dir=out_dir, plot_title=f"NeuronIO {split}")
     metrics["files"] = [str(p) for p in files]
     return metrics
