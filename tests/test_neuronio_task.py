@@ -46,6 +46,20 @@ def test_tiny_preset_trains_and_reports_published_metrics(tmp_path, cache):
     assert len(list((cache / "neuronio-npz").glob("*.npz"))) == len(teacher_files)
 
 
+def test_short_run_beats_the_best_constant_predictor(tmp_path, cache):
+    # the tiny preset trained for 150 steps (seconds): the test soma MSE must beat the
+    # best constant prediction (the test targets' own mean, i.e. their variance) by 2x
+    steps = ["train.steps=150", "train.eval_every=150", "train.checkpoint_every=150",
+             "train.log_every=50"]
+    task, run = resolve_run("neuronio", "tiny", steps)
+    report = Trainer(task, run, tmp_path / "run", progress=False).fit()
+    data = NeuronIOTaskData(run.task, 0)
+    soma = np.concatenate([b["y"][..., 1][b["weight"] > 0].ravel()
+                           for b in data.eval_batches("test", 4)])
+    constant_mse = float(soma.var())
+    assert report["test"]["soma_mse"] < 0.5 * constant_mse, (report["test"], constant_mse)
+
+
 def test_parsed_file_cache_setting():
     assert NeuronIOTaskConfig(cache_dir="none").parsed_cache() is None
     assert str(NeuronIOTaskConfig(cache_dir="/x/y").parsed_cache()) == "/x/y"
