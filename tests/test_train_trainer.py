@@ -54,6 +54,11 @@ def _records(workdir):
     return strip_timing(read_jsonl(Path(workdir) / "metrics.jsonl"))
 
 
+def _report(workdir):
+    """The report.json of a run (the CLI prints a summary table of it)."""
+    return json.loads((Path(workdir) / "report.json").read_text())
+
+
 def _cli(*args, env=None, **kwargs):
     full_env = dict(os.environ, **(env or {}))
     return subprocess.Popen([sys.executable, "-m", "elm_jax.cli", *args], env=full_env,
@@ -146,12 +151,12 @@ def test_sigterm_then_resume_from_the_cli_equals_uninterrupted(tmp_path, referen
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert "stopped at step" in err and "(SIGTERM)" in err and "--resume" in err
-    stopped = json.loads(out)["step"]
+    stopped = _report(tmp_path)["step"]
     assert 3 <= stopped < 40
     proc = _cli(*args, "--resume")
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
-    assert json.loads(out)["resumed_from"] == stopped
+    assert _report(tmp_path)["resumed_from"] == stopped
     _same_params(ref_dir / "final_model", tmp_path / "final_model")
     assert _records(tmp_path) == _records(ref_dir)
 
@@ -172,7 +177,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, reference_run):
     proc = _cli(*args, "--resume")
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
-    assert json.loads(out)["resumed_from"] >= 15
+    assert _report(tmp_path)["resumed_from"] >= 15
     _same_params(ref_dir / "final_model", tmp_path / "final_model")
     assert _records(tmp_path) == _records(ref_dir)
 
@@ -322,7 +327,8 @@ def test_custom_per_step_task_with_burn_in_loss_and_final_evaluation_hook(tmp_pa
 
     calls = []
 
-    def final_evaluation(task_config, model_config, params, out_dir, split):
+    def final_evaluation(task_config, model_config, params, out_dir, split, apply_kwargs):
+        assert apply_kwargs == {}            # the run's model options (none set here)
         calls.append((task_config, model_config.num_memory, split, Path(out_dir).name))
         return {"custom_score": np.float32(0.5)}
 

@@ -116,7 +116,13 @@ class TrainConfig:
         if self.warmup_steps >= self.steps and self.warmup_steps:
             _fail("train", "warmup_steps", self.warmup_steps,
                   f"fewer steps than train.steps={self.steps}")
-        parse_lr_groups(self.lr_groups)
+        # parsed once, here (validation); the optimizer uses `lr_group_factors`
+        object.__setattr__(self, "_lr_groups", parse_lr_groups(self.lr_groups))
+
+    @property
+    def lr_group_factors(self) -> tuple[tuple[str, float], ...]:
+        """`lr_groups` parsed: ``((pattern, factor), ...)`` in order of precedence."""
+        return self._lr_groups
 
     @property
     def global_eval_batch_size(self) -> int:

@@ -28,6 +28,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         jax.distributed.initialize(coordinator_address=args.coordinator_address,
                                    num_processes=args.num_processes,
                                    process_id=args.process_id)
+    from .summary import summary_table
     from .trainer import EXIT_INTERRUPTED, Trainer, json_dumps, resolve_run
 
     task, run = resolve_run(args.task, args.preset, args.set or [])
@@ -35,7 +36,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       progress=not args.no_progress, stop_after_steps=args.stop_after_steps,
                       command=["elm-jax", *sys.argv[1:]])
     report = trainer.fit()
-    print(json_dumps(report))
+    print(json_dumps(report) if args.json else summary_table(report))
     return 0 if report["status"] == "completed" else EXIT_INTERRUPTED
 
 
@@ -113,6 +114,9 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --workdir from its latest checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
+    p.add_argument("--json", action="store_true",
+                   help="print the full report JSON (as in WORKDIR/report.json) instead of "
+                        "the summary table")
     p.add_argument("--stop-after-steps", type=int, default=None,
                    help="stop as if interrupted after this many steps (testing)")
     p.add_argument("--distributed", action="store_true",

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, TextIO
+
+from ..fileio import atomic_write_text
+from ..progress import format_duration
 
 #: Record fields that depend on the machine's speed (left out when comparing runs).
 TIMING_KEYS = ("elapsed_s", "tokens_per_s", "steps_per_s")
@@ -44,9 +46,7 @@ class MetricsLog:
                     and r.get("kind") != "test"]
             self.records = kept
             if enabled:
-                tmp = self.path.with_suffix(".jsonl.tmp")
-                tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-                os.replace(tmp, self.path)
+                atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._file: TextIO | None = open(self.path, "a") if enabled else None
         self._tb = None
         if enabled and tensorboard:
@@ -105,15 +105,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
-
-
-def format_duration(seconds: float) -> str:
-    if not math.isfinite(seconds) or seconds < 0:
-        return "?"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 class Progress:

@@ -10,7 +10,7 @@ import optax
 
 from ..config import ELMConfig
 from ..params import trainable_mask
-from ..tasks.run_config import TrainConfig, parse_lr_groups
+from ..tasks.run_config import TrainConfig
 
 FROZEN = "frozen"
 
@@ -55,7 +55,7 @@ def _matches(path: str, pattern: str) -> bool:
 def param_labels(params: Any, config: ELMConfig, cfg: TrainConfig) -> Any:
     """Label of every leaf: ``"frozen"`` (not trained), ``"group{i}"`` (the first
     ``lr_groups`` pattern it matches) or ``"default"``."""
-    groups = parse_lr_groups(cfg.lr_groups)
+    groups = cfg.lr_group_factors
     mask = trainable_mask(config)
 
     def label(path, trained):
@@ -87,7 +87,7 @@ def make_optimizer(cfg: TrainConfig, config: ELMConfig, params: Any
     leaves (``elm_jax.trainable_mask``) get `optax.set_to_zero` (no update, no decay).
     """
     schedule = learning_rate_schedule(cfg)
-    groups = parse_lr_groups(cfg.lr_groups)
+    groups = cfg.lr_group_factors
     labels = param_labels(params, config, cfg)
     used = set(jax.tree_util.tree_leaves(labels))
     transforms: dict[str, optax.GradientTransformation] = {

@@ -4,9 +4,10 @@ so it can run in a background thread)."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterable
+
+from ..fileio import atomic_write
 
 
 def _ema(values: list[float], alpha: float = 0.1) -> list[float]:
@@ -72,11 +73,7 @@ def plot_curves(path: str | Path, records: Iterable[dict[str, Any]], title: str 
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, dpi=90, format="png"))
 
 
 def _finite(value: Any) -> bool:

@@ -20,6 +20,7 @@ current step, save a checkpoint and stop (a second SIGINT aborts at once).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.metadata
 import json
@@ -42,6 +43,7 @@ import optax
 from ..apply import apply
 from ..checkpoints.model_dir import load_model, save_model
 from ..events import is_events
+from ..fileio import atomic_write_text
 from ..jax_compat import jit_cache_size
 from ..params import count_params, init_params
 from ..tasks import get_task
@@ -294,6 +296,32 @@ class _Clock:
         return self.steps / self.seconds if self.seconds > 0 else None
 
 
+@dataclasses.dataclass
+class _FitState:
+    """What one `Trainer.fit` call carries from step to step."""
+
+    data: Any
+    state: dict[str, Any]
+    ckpts: RunCheckpoints
+    log: MetricsLog
+    progress: Progress
+    t0: float
+    start: int
+    step: int
+    best: dict[str, Any] | None
+    tokens_per_step: int
+    shard: Any
+    delay: float
+    steps_here: int = 0
+    last_loss: float | None = None
+    status: str = "completed"
+    clock: _Clock = dataclasses.field(default_factory=_Clock)
+
+    @property
+    def best_step(self) -> int | None:
+        return None if self.best is None else self.best["step"]
+
+
 class Trainer:
     """Train one `RunConfig` in `workdir` (see the module docstring for the layout).
 
@@ -353,10 +381,7 @@ class Trainer:
                     "num_params": count_params(self.run.model),
                     "environment": environment_info()}
         if self.is_main:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            tmp = run_json.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(info, indent=1))
-            os.replace(tmp, run_json)
+            atomic_write_text(run_json, json.dumps(info, indent=1))
         return info
 
     def _init_state(self, tx: optax.GradientTransformation) -> dict[str, Any]:
@@ -398,6 +423,34 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train (or continue) the run; returns the report (also in report.json)."""
         t0 = time.perf_counter()
+        cfg = self.run.train
+        r = self._start(t0)
+        old_handlers = self._install_signals()
+        try:
+            while r.step < cfg.steps:
+                metrics = self._train_step(r)
+                is_last = r.step == cfg.steps
+                if r.step % cfg.log_every == 0 or is_last:
+                    self._log(r, metrics)
+                stop = self._stop_requested(r)
+                evaluate = r.step % cfg.eval_every == 0 or is_last
+                save = r.step % cfg.checkpoint_every == 0 or is_last or stop
+                with self._untimed(r, metrics, evaluate or save):
+                    val = self._evaluate(r) if evaluate else None
+                    save = save or (val is not None and r.best_step == r.step)
+                    self._plot_if_due(r, evaluated=evaluate)
+                    if save:
+                        r.ckpts.save(r.step, r.state, self._meta(r.step, r.best), val)
+                if stop and not is_last:
+                    self._interrupted(r)
+                    break
+            r.progress.close()
+            return self._finish(r, time.perf_counter() - t0)
+        finally:
+            self._close(r, old_handlers)
+
+    def _start(self, t0: float) -> _FitState:
+        """Data, optimizer, compiled steps, work directory and the (restored) state."""
         run, cfg, task = self.run, self.run.train, self.task
         data = task_data(task, run.task, cfg.seed)
         if (data.num_input, data.num_output) != (run.model.num_input, run.model.num_output):
@@ -435,86 +488,86 @@ class Trainer:
                             messages=self.is_main)
         if start:
             progress.message(f"resuming {self.workdir} from step {start}")
-        tokens_per_step = cfg.batch_size * data.seq_len
         self._plot_pool, self._plot_future = ThreadPoolExecutor(max_workers=1), None
-        old_handlers = self._install_signals()
-        clock, status = _Clock(), "completed"
-        delay = float(os.environ.get(STEP_DELAY_ENV, "0") or 0)
-        shard = batch_sharding(self.mesh)
-        step, steps_here, pending, last_loss = start, 0, None, None
-        try:
-            while step < cfg.steps:
-                batch = put_batch(data.train_batch(step, cfg.batch_size), shard)
-                state, metrics = self.train_step(state, batch)
-                step += 1
-                steps_here += 1
-                clock.tick()
-                if delay:
-                    time.sleep(delay)
-                if steps_here == 1:  # compiled: time the rest
-                    jax.block_until_ready(metrics)
-                    clock.open()
-                pending = metrics
-                is_last = step == cfg.steps
-                if step % cfg.log_every == 0 or is_last:
-                    host = jax.device_get(metrics)
-                    rate = clock.close()
-                    last_loss = float(host["loss"])
-                    record = {k: float(v) for k, v in host.items()}
-                    if rate:
-                        record.update(steps_per_s=rate, tokens_per_s=rate * tokens_per_step)
-                    record["elapsed_s"] = time.perf_counter() - t0
-                    log.write("train", step, record)
-                    eta = (cfg.steps - step) / rate if rate else None
-                    progress.update(step, last_loss, rate * tokens_per_step if rate else None,
-                                    eta)
-                    clock.open()
-                stop = self._stop is not None or (self.stop_after_steps is not None
-                                                  and steps_here >= self.stop_after_steps)
-                evaluate = step % cfg.eval_every == 0 or is_last
-                save = step % cfg.checkpoint_every == 0 or is_last or stop
-                if evaluate or save:
-                    jax.block_until_ready(pending)
-                    clock.close()
-                val = None
-                if evaluate:
-                    val = self.evaluator(state["params"], data, "val", cfg.eval_batches)
-                    log.write("val", step, val)
-                    if self._improved(val, best):
-                        best = {"step": step, "metric": cfg.best_metric,
-                                "value": val[cfg.best_metric]}
-                        if self.is_main:
-                            self._export(self.workdir / "best_model", state["params"], step,
-                                         val)
-                        save = True
-                    progress.update(step, last_loss, None, None, extra=_fmt_val(val),
-                                    force=True)
-                    if self.is_main and (cfg.plot_every == 0):
-                        self._plot(log.records)
-                if self.is_main and cfg.plot_every and step % cfg.plot_every == 0:
-                    self._plot(log.records)
-                if save:
-                    ckpts.save(step, state, self._meta(step, best), val)
-                if evaluate or save:
-                    clock.open()
-                if stop and not is_last:
-                    status = "interrupted"
-                    why = self._stop or f"--stop-after-steps {self.stop_after_steps}"
-                    progress.message(f"stopped at step {step} ({why}); checkpoint saved in "
-                                     f"{self.workdir / 'checkpoints'}; continue with --resume")
-                    break
-            progress.close()
-            report = self._finish(state, data, ckpts, log, best, status, step, start, clock,
-                                  time.perf_counter() - t0)
-        finally:
-            for sig, old in old_handlers.items():
-                signal.signal(sig, old)
-            log.close()
-            ckpts.close()
-            if self._plot_future is not None:
-                self._plot_future.result()
-            self._plot_pool.shutdown(wait=True)
-        return report
+        return _FitState(data=data, state=state, ckpts=ckpts, log=log, progress=progress,
+                         t0=t0, start=start, step=start, best=best,
+                         tokens_per_step=cfg.batch_size * data.seq_len,
+                         shard=batch_sharding(self.mesh),
+                         delay=float(os.environ.get(STEP_DELAY_ENV, "0") or 0))
+
+    def _train_step(self, r: _FitState) -> dict[str, jax.Array]:
+        """One optimizer step (device metrics, not synchronised)."""
+        batch = put_batch(r.data.train_batch(r.step, self.run.train.batch_size), r.shard)
+        r.state, metrics = self.train_step(r.state, batch)
+        r.step += 1
+        r.steps_here += 1
+        r.clock.tick()
+        if r.delay:
+            time.sleep(r.delay)
+        if r.steps_here == 1:  # compiled: time the rest
+            jax.block_until_ready(metrics)
+            r.clock.open()
+        return metrics
+
+    def _log(self, r: _FitState, metrics: dict[str, jax.Array]) -> None:
+        """A train record (metrics.jsonl, TensorBoard) and the progress line."""
+        host = jax.device_get(metrics)
+        rate = r.clock.close()
+        r.last_loss = float(host["loss"])
+        record = {k: float(v) for k, v in host.items()}
+        if rate:
+            record.update(steps_per_s=rate, tokens_per_s=rate * r.tokens_per_step)
+        record["elapsed_s"] = time.perf_counter() - r.t0
+        r.log.write("train", r.step, record)
+        eta = (self.run.train.steps - r.step) / rate if rate else None
+        r.progress.update(r.step, r.last_loss, rate * r.tokens_per_step if rate else None, eta)
+        r.clock.open()
+
+    def _stop_requested(self, r: _FitState) -> bool:
+        return self._stop is not None or (self.stop_after_steps is not None
+                                          and r.steps_here >= self.stop_after_steps)
+
+    @contextlib.contextmanager
+    def _untimed(self, r: _FitState, metrics: Any, pause: bool):
+        """Exclude evaluation and checkpointing (when `pause`) from the throughput."""
+        if pause:
+            jax.block_until_ready(metrics)
+            r.clock.close()
+        yield
+        if pause:
+            r.clock.open()
+
+    def _evaluate(self, r: _FitState) -> dict[str, float]:
+        """Validate; track (and export) the best parameters; show the metrics."""
+        cfg = self.run.train
+        val = self.evaluator(r.state["params"], r.data, "val", cfg.eval_batches)
+        r.log.write("val", r.step, val)
+        if self._improved(val, r.best):
+            r.best = {"step": r.step, "metric": cfg.best_metric, "value": val[cfg.best_metric]}
+            if self.is_main:
+                self._export(self.workdir / "best_model", r.state["params"], r.step, val)
+        r.progress.update(r.step, r.last_loss, None, None, extra=_fmt_val(val), force=True)
+        return val
+
+    def _plot_if_due(self, r: _FitState, evaluated: bool) -> None:
+        every = self.run.train.plot_every
+        if self.is_main and ((evaluated and every == 0) or (every and r.step % every == 0)):
+            self._plot(r.log.records)
+
+    def _interrupted(self, r: _FitState) -> None:
+        r.status = "interrupted"
+        why = self._stop or f"--stop-after-steps {self.stop_after_steps}"
+        r.progress.message(f"stopped at step {r.step} ({why}); checkpoint saved in "
+                           f"{self.workdir / 'checkpoints'}; continue with --resume")
+
+    def _close(self, r: _FitState, old_handlers: dict[int, Any]) -> None:
+        for sig, old in old_handlers.items():
+            signal.signal(sig, old)
+        r.log.close()
+        r.ckpts.close()
+        if self._plot_future is not None:
+            self._plot_future.result()
+        self._plot_pool.shutdown(wait=True)
 
     def _improved(self, val: dict[str, float], best: dict[str, Any] | None) -> bool:
         value = val[self.run.train.best_metric]
@@ -543,47 +596,64 @@ class Trainer:
         if wait:
             self._plot_future.result()
 
-    def _finish(self, state, data, ckpts, log, best, status, step, start, clock,
-                wall) -> dict[str, Any]:
+    def _finish(self, r: _FitState, wall: float) -> dict[str, Any]:
+        """Test metrics (best and final parameters), the final model and the report."""
         run, cfg = self.run, self.run.train
         report: dict[str, Any] = {
-            "task": run.task_name, "preset": run.preset, "status": status, "step": step,
-            "steps": cfg.steps, "resumed_from": start or None,
-            "num_params": count_params(run.model), "best_val": best,
+            "task": run.task_name, "preset": run.preset, "status": r.status, "step": r.step,
+            "steps": cfg.steps, "resumed_from": r.start or None,
+            "num_params": count_params(run.model), "best_val": r.best,
             "devices": self.mesh.devices.size, "backend": jax.default_backend(),
         }
-        if status == "completed":
-            final_params = state["params"]
-            test_final = self.evaluator(final_params, data, "test")
-            test_best, best_params = test_final, final_params
-            best_dir = self.workdir / "best_model"
-            if best is not None and best_dir.exists() and best["step"] != step:
-                _, best_params = load_model(best_dir, run.model)
-                best_params = jax.device_put(best_params, replicated(self.mesh))
-                test_best = self.evaluator(best_params, data, "test")
-            log.write("test", step, {**{f"{k}": v for k, v in test_best.items()},
-                                     "params": "best"})
-            log.write("test", step, {**test_final, "params": "final"})
-            if self.is_main:
-                self._export(self.workdir / "final_model", final_params, step, None)
-            report.update(test=test_best, test_final=test_final)
-            if self.task.final_evaluation is not None and self.is_main:
-                report["final_evaluation"] = self.task.final_evaluation(
-                    run.task, run.model, jax.device_get(best_params),
-                    out_dir=self.workdir / "final_evaluation", split="test",
-                    apply_kwargs=run.options.apply_kwargs())
-        rate = clock.rate
+        if r.status == "completed":
+            report.update(self._test(r))
+        rate = r.clock.rate
         report.update(
-            wall_time_s=wall, train_time_s=clock.seconds,
-            steps_per_s=rate, tokens_per_s=rate * cfg.batch_size * data.seq_len if rate else None,
-            tokens_per_step=cfg.batch_size * data.seq_len,
+            wall_time_s=wall, train_time_s=r.clock.seconds,
+            steps_per_s=rate, tokens_per_s=rate * r.tokens_per_step if rate else None,
+            tokens_per_step=r.tokens_per_step,
             compiled={"train_step": jit_cache_size(self.train_step),
                       "eval_step": jit_cache_size(self.evaluator.step)},
             workdir=str(self.workdir))
         if self.is_main:
-            self._plot(log.records, wait=True)
-            (self.workdir / "report.json").write_text(json_dumps(report))
+            self._plot(r.log.records, wait=True)
+            report["outputs"] = self._outputs()
+            atomic_write_text(self.workdir / "report.json", json_dumps(report))
         return report
+
+    def _test(self, r: _FitState) -> dict[str, Any]:
+        """Test metrics of the best and the final parameters, the final model export and
+        the task's final evaluation (of the best parameters)."""
+        run = self.run
+        final_params = r.state["params"]
+        test_final = self.evaluator(final_params, r.data, "test")
+        test_best, best_params = test_final, final_params
+        best_dir = self.workdir / "best_model"
+        if r.best is not None and best_dir.exists() and r.best["step"] != r.step:
+            _, best_params = load_model(best_dir, run.model)
+            best_params = jax.device_put(best_params, replicated(self.mesh))
+            test_best = self.evaluator(best_params, r.data, "test")
+        r.log.write("test", r.step, {**test_best, "params": "best"})
+        r.log.write("test", r.step, {**test_final, "params": "final"})
+        if self.is_main:
+            self._export(self.workdir / "final_model", final_params, r.step, None)
+        out: dict[str, Any] = {"test": test_best, "test_final": test_final}
+        if self.task.final_evaluation is not None and self.is_main:
+            out["final_evaluation"] = self.task.final_evaluation(
+                run.task, run.model, jax.device_get(best_params),
+                out_dir=self.workdir / "final_evaluation", split="test",
+                apply_kwargs=run.options.apply_kwargs())
+        return out
+
+    def _outputs(self) -> dict[str, str]:
+        """Where the run's outputs are (those that exist)."""
+        names = {"report": "report.json", "metrics": "metrics.jsonl", "curves": "curves.png",
+                 "final_evaluation": "final_evaluation", "best_model": "best_model",
+                 "final_model": "final_model", "checkpoints": "checkpoints",
+                 "tensorboard": "tb", "run": "run.json"}
+        paths = {key: self.workdir / name for key, name in names.items()}
+        return {key: str(path) for key, path in paths.items()
+                if path.exists() or key == "report"}
 
 
 def _json_default(value: Any) -> Any:

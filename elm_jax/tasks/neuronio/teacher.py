@@ -57,6 +57,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ...fileio import atomic_write
+from ...progress import StepProgress
 
 __all__ = [
     "RATE_INTERVAL_OPTIONS_MS", "SMOOTHING_SIGMA_OPTIONS_MS", "TEACHER_KINDS", "Morphology",
@@ -614,16 +615,20 @@ def _split_counts(files_per_split: int | Mapping[str, int]) -> dict[str, int]:
 def generate_dataset(out_dir: str | os.PathLike, *, kind: str = "dendritic",
                      files_per_split: int | Mapping[str, int] = 1, sims_per_file: int = 8,
                      duration_ms: int = 6000, seed: int = 0, teacher_seed: int = 0,
-                     with_dvt: bool = False) -> dict[str, list[Path]]:
+                     with_dvt: bool = False, progress: bool = True) -> dict[str, list[Path]]:
     """A NeuronIO-layout dataset of teacher simulations under `out_dir`.
 
     Layout: validation files in ``full_ergodic_train_batch_1/``, training files spread
     round-robin over ``full_ergodic_train_batch_2/`` ... ``_10/``, test files in
     ``Data_test/`` (the published split, so `find_files(out_dir, split)` finds them).
     File numbers (and so their inputs) are fixed per split and index, so regenerating
-    with more files keeps the existing ones identical.
+    with more files keeps the existing ones identical.  With `progress`, a line per
+    file on stderr (``teacher data: file 3/12 (train 1, 8 simulations) | ...``).
     """
     counts = _split_counts(files_per_split)
+    lines = StepProgress("teacher data: file", sum(counts.values()), enabled=progress)
+    lines.message(f"teacher data: generating {lines.total} {kind} files of {sims_per_file} "
+                  f"simulations x {duration_ms} ms in {out}")
     out = Path(out_dir)
     result: dict[str, list[Path]] = {"train": [], "valid": [], "test": []}
     split_base = {"valid": 10000, "train": 20000, "test": 30000}
@@ -635,4 +640,6 @@ def generate_dataset(out_dir: str | os.PathLike, *, kind: str = "dendritic",
                 out / folder, kind=kind, num_sims=sims_per_file, duration_ms=duration_ms,
                 seed=seed, file_number=split_base[split] + i, teacher_seed=teacher_seed,
                 with_dvt=with_dvt))
+            lines.advance(f"{split} {i + 1}/{counts[split]}, {sims_per_file} simulations of "
+                          f"{duration_ms} ms")
     return result
