@@ -122,6 +122,33 @@ def test_optimizer_groups_scale_learning_rates_and_skip_frozen_leaves(optimizer)
         TrainConfig(lr_groups="readout:2")
 
 
+def test_lr_groups_are_parsed_once_per_config(monkeypatch):
+    """TrainConfig parses (and so validates) lr_groups once; the optimizer reuses it."""
+    import dataclasses
+
+    from elm_jax.tasks import run_config
+
+    calls = []
+    original = run_config.parse_lr_groups
+
+    def counting(text):
+        calls.append(text)
+        return original(text)
+
+    monkeypatch.setattr(run_config, "parse_lr_groups", counting)
+    config = elm_jax.ELMConfig(num_input=2, num_output=1, num_memory=3)
+    params = elm_jax.init_params(jax.random.key(0), config)
+    cfg = TrainConfig(lr_groups="readout/kernel=3, mlp/*=0")
+    assert calls == ["readout/kernel=3, mlp/*=0"]
+    assert cfg.lr_group_factors == (("readout/kernel", 3.0), ("mlp/*", 0.0))
+    make_optimizer(cfg, config, params)
+    param_labels(params, config, cfg)
+    assert len(calls) == 1
+    # the parsed groups are no field: not in the saved config, not compared
+    assert "lr_group_factors" not in dataclasses.asdict(cfg)
+    assert cfg == TrainConfig(lr_groups="readout/kernel=3, mlp/*=0")
+
+
 def test_model_options_pass_only_what_is_set(monkeypatch):
     assert ModelOptions().apply_kwargs() == {}
     kw = ModelOptions(compute_dtype="bfloat16", unroll=2).apply_kwargs()

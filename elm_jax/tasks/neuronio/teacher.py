@@ -623,13 +623,14 @@ def generate_dataset(out_dir: str | os.PathLike, *, kind: str = "dendritic",
     ``Data_test/`` (the published split, so `find_files(out_dir, split)` finds them).
     File numbers (and so their inputs) are fixed per split and index, so regenerating
     with more files keeps the existing ones identical.  With `progress`, a line per
-    file on stderr (``teacher data: file 3/12 (train 1, 8 simulations) | ...``).
+    file on stderr (``teacher data: file 3/12 (train 2/10, 8 simulations of 6000 ms) |
+    00:41 elapsed, ETA 02:03``).
     """
     counts = _split_counts(files_per_split)
+    out = Path(out_dir)
     lines = StepProgress("teacher data: file", sum(counts.values()), enabled=progress)
     lines.message(f"teacher data: generating {lines.total} {kind} files of {sims_per_file} "
                   f"simulations x {duration_ms} ms in {out}")
-    out = Path(out_dir)
     result: dict[str, list[Path]] = {"train": [], "valid": [], "test": []}
     split_base = {"valid": 10000, "train": 20000, "test": 30000}
     for split in ("valid", "train", "test"):
