@@ -1,16 +1,22 @@
-"""Smoke tests of the benchmark suite (`elm_jax.bench`, ``elm-jax bench``): tiny
-``--quick`` configurations, checking that each benchmark writes its JSON, markdown and
-PNG with the expected keys.  They measure nothing."""
+"""Smoke tests of the benchmark suite (the repository's `benchmarks` package, ``python -m
+benchmarks``; importable under pytest because pyproject's ``pythonpath`` holds the
+repository root): tiny ``--quick`` configurations, checking that each benchmark writes
+its JSON, markdown and PNG with the expected keys.  They measure nothing."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from elm_jax.bench import common
-from elm_jax.cli import main
+from benchmarks import common, neuronio_loader
+from benchmarks.cli import SUBCOMMANDS, main
+from elm_jax.tasks import neuronio as nio
+from elm_jax.tasks.neuronio import teacher
+from helpers import REPO
 
 OUTPUTS = {
     "matmul_peak": ("peak_gflops", "peak_source", "rows", "machine", "command"),
@@ -24,7 +30,7 @@ OUTPUTS = {
 
 
 def test_bench_all_quick(tmp_path, capsys):
-    assert main(["bench", "all", "--quick", "--no-torch", "--out", str(tmp_path)]) == 0
+    assert main(["all", "--quick", "--no-torch", "--out", str(tmp_path)]) == 0
     for name, keys in OUTPUTS.items():
         for ext in ("json", "md", "png"):
             path = tmp_path / f"{name}.{ext}"
@@ -50,7 +56,7 @@ def test_bench_all_quick(tmp_path, capsys):
 
 
 def test_gpu_check_quick(tmp_path, capsys):
-    assert main(["bench", "gpu", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["gpu", "--quick", "--out", str(tmp_path)]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(record) >= {"device", "sequential", "parallel", "memory", "skipped"}
     assert record["device"]["is_gpu"] is False and "not a GPU run" in record["note"]
@@ -61,7 +67,7 @@ def test_gpu_check_quick(tmp_path, capsys):
 
 def test_flops_per_token_counting_rule():
     import elm_jax
-    from elm_jax.bench.throughput import lra_config
+    from benchmarks.throughput import lra_config
 
     nio = common.flops_per_token(elm_jax.ELMConfig.preset("neuronio_branch_dm15"))
     assert nio["routing_dense"] == 2 * 1278 * 45 and nio["routing_synaptic"] == 2 * 4500
@@ -85,7 +91,7 @@ def test_torch_baseline_matches_apply():
     import jax
 
     import elm_jax
-    from elm_jax.bench.torch_baseline import build_torch_elm
+    from benchmarks.torch_baseline import build_torch_elm
     from elm_jax.tasks.neuronio.synthetic_input import neuronio_like_spikes
 
     config = elm_jax.ELMConfig.preset("neuronio_branch_dm15")
@@ -96,3 +102,62 @@ def test_torch_baseline_matches_apply():
         y_torch = model(torch.from_numpy(x)).numpy()
     y_jax = np.asarray(elm_jax.apply(params, x, config))
     np.testing.assert_allclose(y_torch, y_jax, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("teacher") / "full_ergodic_train_batch_2"
+    return teacher.generate_file(folder, num_sims=3, duration_ms=1500, seed=5)
+
+
+def test_loader_throughput_reports_rates(teacher_file):
+    stats = neuronio_loader.loader_throughput(nio.WindowSampler([teacher_file], seed=0),
+                                              num_batches=6)
+    assert stats["num_batches"] == 6 and stats["windows_per_s"] > 0
+    assert stats["windows_per_s"] == pytest.approx(8 * stats["batches_per_s"])
+
+
+def test_loader_benchmark_quick(tmp_path, teacher_file):
+    assert main(["loader", "--quick", "--data", str(teacher_file.parent),
+                 "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "neuronio_loader.json").read_text())
+    assert data["command"].startswith("python -m benchmarks loader ")
+    assert {(r["source"], r["input_format"]) for r in data["rows"]} == {
+        (s, f) for s in ("memory", "cache", "pickle") for f in ("dense", "events")}
+    assert all(r["num_batches"] == 4 and r["windows_per_s"] > 0 for r in data["rows"])
+    assert (tmp_path / "neuronio_loader.md").read_text().startswith("# ")
+
+
+def test_cell_subcommand_runs_cell_step_or_says_it_is_missing(monkeypatch, capsys):
+    import benchmarks.cli as cli
+
+    seen = []
+    fake = type(sys)("benchmarks.cell_step")
+    fake.main = lambda argv=None: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "benchmarks.cell_step", fake)
+    assert main(["cell", "--quick", "--x", "1"]) == 0 and seen == [["--quick", "--x", "1"]]
+
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}", name=f"benchmarks.{name}")
+
+    monkeypatch.setattr(cli, "_module", missing)
+    assert main(["cell"]) == 2
+    assert "cell_step.py is missing" in capsys.readouterr().err
+
+
+def test_python_m_benchmarks_help_lists_subcommands():
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "python -m benchmarks" in done.stdout
+    for name in SUBCOMMANDS:
+        assert name in done.stdout, name
+    assert {"throughput", "neuronio", "memory", "matmul", "all", "gpu", "loader",
+            "cell"} <= set(SUBCOMMANDS)
+
+
+def test_elm_jax_bench_points_to_python_m_benchmarks(capsys):
+    from elm_jax.cli import main as elm_jax_main
+
+    assert elm_jax_main(["bench"]) == 2
+    assert "python -m benchmarks" in capsys.readouterr().err

@@ -22,7 +22,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -330,7 +330,7 @@ def flops_per_token(config: Any) -> dict[str, float]:
     Returns a dict with ``routing_dense``, ``routing_synaptic``, ``mlp``, ``readout``,
     ``forward`` (dense routing + mlp + readout) and ``train`` (3 x forward).
     """
-    from ..params import mlp_layer_sizes
+    from elm_jax.params import mlp_layer_sizes
 
     mlp = sum(2.0 * fan_in * fan_out for fan_in, fan_out in mlp_layer_sizes(config))
     parts = {
@@ -419,8 +419,3 @@ def write_outputs(out_dir: str | os.PathLike, name: str, payload: Mapping[str, A
 def header_md(title: str, info: Mapping[str, Any], command: str) -> str:
     """Markdown header: title, the command and the machine."""
     return (f"# {title}\n\n`{command}`\n\nMachine: {machine_line(info)}\n")
-
-
-def command_line(argv: Iterable[str] | None) -> str:
-    """The command as a user would type it (for the result files)."""
-    return "elm-jax bench " + " ".join(argv or [])

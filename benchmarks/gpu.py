@@ -3,8 +3,8 @@
 Run on the device machine from the repository root (installs nothing; needs a CUDA
 jax there)::
 
-    python benchmarks/gpu_check.py --out gpu_results          # ~5 min on an H100
-    python benchmarks/gpu_check.py --quick                    # tiny sizes, any device
+    python -m benchmarks gpu --out gpu_results          # ~5 min on an H100
+    python -m benchmarks gpu --quick                    # tiny sizes, any device
 
 It prints one JSON object on stdout (and writes ``gpu_check.json`` under ``--out``):
 

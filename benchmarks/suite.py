@@ -1,4 +1,4 @@
-"""``elm-jax bench all``: every benchmark in priority order, then ``summary.md/json``.
+"""``python -m benchmarks all``: every benchmark in priority order, then ``summary.md/json``.
 
 Order (what matters most runs first, so a run cut short still has it): matmul peak,
 NeuronIO training-step ratios, the d_m = 150 / T = 16k training FLOP fraction, the

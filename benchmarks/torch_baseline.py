@@ -42,7 +42,7 @@ def build_torch_elm(config, params: dict | None = None, threads: int = 2) -> Any
     import torch
     from torch import nn
 
-    from ..routing import routing_table
+    from elm_jax.routing import routing_table
 
     if config.mlp_num_layers != 1 or not config.memory_feedback:
         raise ValueError("the torch baseline covers mlp_num_layers=1 with memory feedback")

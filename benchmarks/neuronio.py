@@ -5,7 +5,8 @@ The model is the published d_m = 15 Branch-ELM (`ELMConfig.preset
 6,827 parameters), trained as the reference trains it: windows of 500 time steps
 (500 ms), batch 8, Adam (lr 5e-4), loss 0.5 * BCE-with-logits(spike) + 0.5 *
 MSE(soma) over all time steps.  Inputs are NeuronIO-like signed spikes
-(`elm_jax.data.neuronio_like`), targets random (the cost does not depend on them).
+(`elm_jax.tasks.neuronio.synthetic_input.neuronio_like_spikes`), targets random (the
+cost does not depend on them).
 
 Competitors, all timed interleaved in the same process (ratios are what to read; the
 machine is shared):
@@ -50,7 +51,7 @@ DEFAULT_VARIANTS = ["auto", "scan", "hoisted", "auto_events", "scan_events"]
 
 def make_data(config, batch: int, steps: int, seed: int = 0):
     """x (batch, steps, num_input) float32 signed spikes, spike and soma targets."""
-    from ..tasks.neuronio.synthetic_input import neuronio_like_spikes
+    from elm_jax.tasks.neuronio.synthetic_input import neuronio_like_spikes
 
     x = neuronio_like_spikes(seed, batch, steps, config.num_input).astype(np.float32)
     rng = np.random.default_rng(seed + 1)
@@ -70,7 +71,7 @@ def to_events(x: np.ndarray):
     """`elm_jax.SpikeEvents` of a dense host batch, on the device, and the host seconds."""
     import jax
 
-    from ..events import SpikeEvents
+    from elm_jax.events import SpikeEvents
 
     start = time.perf_counter()
     events = SpikeEvents.from_dense(x)
@@ -84,7 +85,7 @@ def build_jax_elm(config, params, data, lr, options, events=None):
     same input as device `SpikeEvents` (built here when needed and not given)."""
     import jax
 
-    from ..apply import apply
+    from elm_jax.apply import apply
 
     options = dict(options)
     if options.pop("input", "dense") == "events":
@@ -114,9 +115,9 @@ def build_breakdown(config, params, data, lr, events=None):
     import jax
     import jax.numpy as jnp
 
-    from ..apply import apply
-    from ..core import prepare
-    from ..params import init_params
+    from elm_jax.apply import apply
+    from elm_jax.core import prepare
+    from elm_jax.params import init_params
 
     matrix = prepare(params, config).input_matrix
     x = jnp.asarray(data[0])
@@ -131,7 +132,7 @@ def build_breakdown(config, params, data, lr, events=None):
     def routing_fn():
         return grad(matrix, x, probe)
 
-    from ..events import branch_drive
+    from elm_jax.events import branch_drive
 
     if events is None:
         events, _ = to_events(np.asarray(data[0]))
@@ -183,7 +184,7 @@ def build_torch(config, params, data, lr, threads: int, min_calls: int = 5,
     """The torch per-step ELM, its Adam step, and the max |y_torch - y_jax| check."""
     import torch
 
-    from ..apply import apply
+    from elm_jax.apply import apply
     from .torch_baseline import build_torch_elm
 
     model = build_torch_elm(config, params, threads=threads)
@@ -236,8 +237,8 @@ def _with_threads(step, threads: int):
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import jax
 
-    from ..config import ELMConfig
-    from ..params import count_params, init_params
+    from elm_jax.config import ELMConfig
+    from elm_jax.params import count_params, init_params
 
     torch_version = None
     torch_error = None
