@@ -293,12 +293,19 @@ def test_delayed_recall_tiny_beats_chance(tmp_path):
     assert report["test"]["accuracy"] > 0.6     # chance: 0.25
 
 
-def test_custom_per_step_task_with_burn_in_loss_and_final_evaluation_hook(tmp_path):
+def test_custom_per_step_task_with_burn_in_loss_and_final_evaluation_hook(tmp_path,
+                                                                        monkeypatch):
     """The extension point NeuronIO uses: a per-step head, a custom loss, burn-in
     masking, metrics as functions, io_dims and a final evaluation hook."""
     import dataclasses as dc
 
+    from elm_jax import tasks
     from elm_jax.tasks import register_task
+
+    # a registry of this test's own: the task must not outlive it (the registry test
+    # checks every registered task has the built-in presets)
+    tasks.list_tasks()                     # load the built-in tasks first
+    monkeypatch.setattr(tasks, "_REGISTRY", dict(tasks._REGISTRY))
     from elm_jax.tasks.base import Task
     from elm_jax.tasks.run_config import Preset, TrainConfig
 

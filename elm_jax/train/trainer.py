@@ -10,7 +10,7 @@ runs it in a work directory::
     WORKDIR/metrics.jsonl    train / val / test records
     WORKDIR/tb/              TensorBoard event files
     WORKDIR/curves.png       training and validation curves (refreshed during training)
-    WORKDIR/report.json      test metrics, parameter count, wall time, throughput
+    WORKDIR/report.json      test metrics, parameter count, wall time, throughput, outputs
 
 Exact resumption: the training batch of step ``s`` is ``TaskData.train_batch(s)`` and
 the dropout key is ``fold_in(key, s)``, so a run restored from the checkpoint of step
@@ -428,7 +428,7 @@ class Trainer:
         old_handlers = self._install_signals()
         try:
             while r.step < cfg.steps:
-                metrics = self._train_step(r)
+                metrics = self._train_once(r)
                 is_last = r.step == cfg.steps
                 if r.step % cfg.log_every == 0 or is_last:
                     self._log(r, metrics)
@@ -437,10 +437,10 @@ class Trainer:
                 save = r.step % cfg.checkpoint_every == 0 or is_last or stop
                 with self._untimed(r, metrics, evaluate or save):
                     val = self._evaluate(r) if evaluate else None
-                    save = save or (val is not None and r.best_step == r.step)
+                    new_best = val is not None and r.best_step == r.step
                     self._plot_if_due(r, evaluated=evaluate)
-                    if save:
-                        r.ckpts.save(r.step, r.state, self._meta(r.step, r.best), val)
+                    if save or new_best:
+                        self._checkpoint(r, val)
                 if stop and not is_last:
                     self._interrupted(r)
                     break
@@ -495,7 +495,7 @@ class Trainer:
                          shard=batch_sharding(self.mesh),
                          delay=float(os.environ.get(STEP_DELAY_ENV, "0") or 0))
 
-    def _train_step(self, r: _FitState) -> dict[str, jax.Array]:
+    def _train_once(self, r: _FitState) -> dict[str, jax.Array]:
         """One optimizer step (device metrics, not synchronised)."""
         batch = put_batch(r.data.train_batch(r.step, self.run.train.batch_size), r.shard)
         r.state, metrics = self.train_step(r.state, batch)
@@ -553,6 +553,9 @@ class Trainer:
         every = self.run.train.plot_every
         if self.is_main and ((evaluated and every == 0) or (every and r.step % every == 0)):
             self._plot(r.log.records)
+
+    def _checkpoint(self, r: _FitState, val: dict[str, float] | None) -> None:
+        r.ckpts.save(r.step, r.state, self._meta(r.step, r.best), val)
 
     def _interrupted(self, r: _FitState) -> None:
         r.status = "interrupted"
