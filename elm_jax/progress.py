@@ -23,7 +23,7 @@ def format_duration(seconds: float) -> str:
     """``75.2`` -> ``"01:15"``; ``3725`` -> ``"1:02:05"``; ``"?"`` if not a duration."""
     if not math.isfinite(seconds) or seconds < 0:
         return "?"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"

@@ -45,7 +45,7 @@ def test_train_prints_a_summary_table_not_the_report(tmp_path, capsys):
     for label, name in (("report", "report.json"), ("metrics log", "metrics.jsonl"),
                         ("plots", "curves.png"), ("best model", "best_model"),
                         ("final model", "final_model"), ("checkpoints", "checkpoints")):
-        assert re.search(rf"^  {label} +{re.escape(str(workdir / name))}$", out, re.M), label
+        assert re.search(rf"^  {label} +{re.escape(str(workdir / name))}$", out, re.MULTILINE), label
     assert report["outputs"]["report"] == str(workdir / "report.json")
     assert "[" not in out and "{" not in out and "run.json" not in out
     assert len(lines) < 20

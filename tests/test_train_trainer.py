@@ -150,11 +150,12 @@ def test_sigterm_then_resume_from_the_cli_equals_uninterrupted(tmp_path, referen
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "interrupted at step" in out and "--resume" in out      # the summary table
     assert "stopped at step" in err and "(SIGTERM)" in err and "--resume" in err
     stopped = _report(tmp_path)["step"]
     assert 3 <= stopped < 40
     proc = _cli(*args, "--resume")
-    out, err = proc.communicate(timeout=180)
+    _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     assert _report(tmp_path)["resumed_from"] == stopped
     _same_params(ref_dir / "final_model", tmp_path / "final_model")
@@ -175,7 +176,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, reference_run):
     proc.kill()
     proc.communicate()
     proc = _cli(*args, "--resume")
-    out, err = proc.communicate(timeout=180)
+    _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err
     assert _report(tmp_path)["resumed_from"] >= 15
     _same_params(ref_dir / "final_model", tmp_path / "final_model")

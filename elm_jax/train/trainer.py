@@ -48,9 +48,15 @@ from ..jax_compat import jit_cache_size
 from ..params import count_params, init_params
 from ..tasks import get_task
 from ..tasks.base import Task, head_outputs, reduce_per_example
+from ..tasks.run_config import (
+    TASK_FIXED_MODEL_FIELDS,
+    ModelOptions,
+    RunConfig,
+    config_diff,
+    parse_overrides,
+    run_config_from_dict,
+)
 from .checkpointing import RunCheckpoints
-from ..tasks.run_config import (ModelOptions, RunConfig, TASK_FIXED_MODEL_FIELDS,
-                     config_diff, parse_overrides, run_config_from_dict)
 from .observe import MetricsLog, Progress
 from .optim import make_optimizer
 from .parallel import batch_sharding, check_batch_size, make_mesh, put_batch, replicated
