@@ -62,8 +62,13 @@ def random_params(config, seed=0, dtype=jnp.float64):
 
 
 def reference(params, x, config):
+    """The float64 oracle's run of `config`.  The routing table is built by the oracle
+    from the specification (`numpy_routing`), never taken from `elm_jax.routing`; only
+    an explicit ``config.routing_table`` (an input, like a checkpoint's table) is used
+    as given."""
     table = numpy_routing(config.num_input, config.num_branch, config.num_synapse_per_branch,
-                          config.routing, table=routing_table(config))
+                          config.routing, seed=config.routing_seed,
+                          table=config.routing_table)
     return numpy_forward(params, x, table=table, num_branch=config.num_branch,
                          tau_s=config.tau_s, delta_t=config.delta_t,
                          lambda_value=config.lambda_value, tau_min=config.memory_tau_min,

@@ -13,12 +13,34 @@ import math
 import numpy as np
 
 
-def numpy_routing(num_input, num_branch, per_branch, routing, table=None):
-    """Synapse -> input index with -1 for empty slots (the reference's construction)."""
+def numpy_routing(num_input, num_branch, per_branch, routing, seed=None, table=None):
+    """Synapse -> input index with -1 for empty slots, built from the specification.
+
+    * ``"none"``: synapse j reads input j.
+    * ``"neuronio"`` (the reference's ``neuronio_routing``, paper-notes section 1.4):
+      position p of the interleaved order reads input ``(p % 2) * (num_input // 2) +
+      p // 2`` ([e0, i0, e1, i1, ...]); window w covers positions ``w * stride + k``,
+      ``stride = ceil(num_input / num_branch)``, ``k < per_branch``; positions past the
+      end are empty slots.
+    * ``"random"``: every synapse draws an input uniformly with replacement.  The
+      reference drew them with ``torch.randint``; elm_jax documents its own seeded
+      construction (docs/api.md, `ELMConfig.routing_seed`): NumPy's default generator
+      (PCG64) seeded with `seed`, one call of ``integers`` for the ``num_branch *
+      per_branch`` synapses.  Re-implemented here from that description.
+
+    `table` (an explicit table, e.g. read from a checkpoint) is returned as given.
+    """
     if table is not None:
         return np.asarray(table)
+    num_synapse = num_branch * per_branch
     if routing == "none":
+        assert num_synapse == num_input, (num_synapse, num_input)
         return np.arange(num_input)
+    if routing == "random":
+        if seed is None:
+            raise ValueError("random routing needs the routing seed")
+        generator = np.random.Generator(np.random.PCG64(seed))
+        return generator.integers(num_input, size=num_synapse)
     if routing == "neuronio":
         half = num_input // 2
         interleaved = np.array([(i % 2) * half + i // 2 for i in range(num_input)])
@@ -29,7 +51,7 @@ def numpy_routing(num_input, num_branch, per_branch, routing, table=None):
                 pos = w * stride + k
                 out.append(interleaved[pos] if pos < num_input else -1)
         return np.array(out)
-    raise ValueError("random routing needs an explicit table")
+    raise ValueError(f"unknown routing {routing!r}")
 
 
 def numpy_forward(params, x, *, table, num_branch, tau_s, delta_t, lambda_value,

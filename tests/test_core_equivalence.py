@@ -11,7 +11,7 @@ import pytest
 
 import elm_jax
 from elm_jax.routing import routing_table
-from helpers import ROUTINGS, make_config, random_params, reference
+from helpers import ROUTINGS, make_config, random_params, reference, require_shared
 from reference_numpy import numpy_forward, numpy_routing
 
 CASES = list(itertools.product(ROUTINGS, ("elm", "branch_elm"), (0, 1, 2), ("relu", "silu")))
@@ -39,6 +39,44 @@ def test_neuronio_routing_matches_independent_construction():
     valid_per_branch = (table.reshape(45, 100) >= 0).sum(1)
     assert list(valid_per_branch[-4:]) == [89, 60, 31, 2]
     assert set(np.bincount(table[table >= 0], minlength=1278)) <= {1, 2, 3, 4}
+
+
+# The reference's own NeuronIO tables, as saved in its checkpoints
+# (input_to_synapse_indices where valid_indices_mask is set): v1 and v2 code alike.
+NEURONIO_CHECKPOINTS = {"num_memory_15": "neuronio_best_model_state.pt",
+                        "best_elm_neuron": "neuronio_best_model_state.pt",
+                        "branch_elm_v2_neuronio": "state.pt"}
+
+
+@pytest.mark.parametrize("folder", sorted(NEURONIO_CHECKPOINTS))
+def test_neuronio_routing_matches_released_checkpoint_tables(folder):
+    from elm_jax.checkpoints.torch_pickle import read_torch_state_dict
+
+    state = read_torch_state_dict(require_shared("reference", folder,
+                                                 NEURONIO_CHECKPOINTS[folder]))
+    released = np.where(state["valid_indices_mask"].astype(bool),
+                        state["input_to_synapse_indices"], -1)
+    # the oracle's construction from the specification ...
+    np.testing.assert_array_equal(numpy_routing(1278, 45, 100, "neuronio"), released)
+    # ... and the library's generated table (no table taken from the checkpoint)
+    generated = elm_jax.ELMConfig.preset("neuronio_branch_dm15")
+    assert generated.routing_table is None
+    np.testing.assert_array_equal(routing_table(generated), released)
+
+
+@pytest.mark.parametrize("num_input,num_branch,per_branch,seed",
+                         [(5, 4, 3, 3), (40, 8, 10, 0), (1278, 45, 100, 11)])
+def test_random_routing_matches_documented_construction(num_input, num_branch, per_branch,
+                                                        seed):
+    config = elm_jax.ELMConfig(num_input=num_input, num_output=1, num_branch=num_branch,
+                               num_synapse_per_branch=per_branch, routing="random",
+                               routing_seed=seed)
+    table = routing_table(config)
+    want = numpy_routing(num_input, num_branch, per_branch, "random", seed=seed)
+    np.testing.assert_array_equal(table, want)
+    assert table.min() >= 0 and table.max() < num_input  # every slot valid, in range
+    other = routing_table(config.replace(routing_seed=seed + 1))
+    assert not np.array_equal(table, other)  # the seed is used
 
 
 @pytest.mark.parametrize("variant", ["elm", "branch_elm"])
