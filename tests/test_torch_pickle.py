@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import struct
 import sys
 import zipfile
@@ -14,7 +13,6 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 
 def _import_torch_pickle():
@@ -35,15 +33,15 @@ read_torch_state_dict = tp.read_torch_state_dict
 
 
 def require_reference(*parts: str) -> Path:
-    """Path under ../shared/reference: skip when absent, fail when CI=true."""
-    path = REFERENCE.joinpath(*parts)
-    if not path.exists():
-        reason = (f"{path} is absent (the reference checkpoints live in ../shared/reference "
-                  f"next to the repository)")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    return path
+    """Path under ../shared/reference, found by the shared locator `helpers.require_shared`
+    (honours ELM_JAX_SHARED; skips when absent, fails when CI=true).
+
+    Imported here, not at module level: `helpers` imports `elm_jax`, and a broken parent
+    package must fail only the tests that need it, not hide the synthetic ones above.
+    """
+    from helpers import require_shared
+
+    return require_shared("reference", *parts)
 
 
 # --------------------------------------------------------------------------------------

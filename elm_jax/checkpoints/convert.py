@@ -18,12 +18,23 @@ from .torch_pickle import read_torch_state_dict
 _MLP_KEY = re.compile(r"^mlp\.network\.(\d+)\.(weight|bias)$")
 
 
-def _load_reference_config(config: str | os.PathLike | Mapping[str, Any] | ELMConfig
-                           ) -> ELMConfig:
-    if isinstance(config, ELMConfig):
+#: The state-dict key of the trace time constants tells which reference code wrote a
+#: checkpoint: ``tau_s`` (one per synapse) is the v1 ``ELM`` of
+#: ``expressive_leaky_memory_neuron.py``, ``tau_b`` (one per branch) the v2 ``ELM`` of
+#: ``expressive_leaky_memory_neuron_v2.py``.  Their memory updates differ, so the key
+#: decides the variant.
+TRACE_KEY_VARIANTS = {"tau_s": "elm", "tau_b": "branch_elm"}
+#: The reference constructor's name of the trace time constant, per variant.
+_CONFIG_TRACE_KEYS = {"tau_s_value": "elm", "tau_b_value": "branch_elm"}
+_CODE_NAMES = {"elm": "v1 (expressive_leaky_memory_neuron.py, per-synapse tau_s)",
+               "branch_elm": "v2 (expressive_leaky_memory_neuron_v2.py, per-branch tau_b)"}
+
+
+def _read_reference_config(config: str | os.PathLike | Mapping[str, Any] | ELMConfig
+                           ) -> ELMConfig | Mapping[str, Any]:
+    """`config` as an `ELMConfig` or as the reference constructor's keyword arguments."""
+    if isinstance(config, (ELMConfig, Mapping)):
         return config
-    if isinstance(config, Mapping):
-        return ELMConfig.from_reference(config)
     path = Path(config)
     try:
         data = json.loads(path.read_text())
@@ -34,7 +45,43 @@ def _load_reference_config(config: str | os.PathLike | Mapping[str, Any] | ELMCo
     if not isinstance(data, dict):
         raise ValueError(f"model config {path}: expected a JSON object of constructor "
                          f"arguments, got {type(data).__name__}")
-    return ELMConfig.from_reference(data)
+    return data
+
+
+def checkpoint_variant(state: Mapping[str, Any], path: str | os.PathLike = "<state dict>"
+                       ) -> str:
+    """The variant of a reference state dict, from its trace key (see `TRACE_KEY_VARIANTS`).
+
+    Raises: ValueError when the state dict has both keys or neither.
+    """
+    found = [key for key in TRACE_KEY_VARIANTS if key in state]
+    if len(found) != 1:
+        raise ValueError(
+            f"checkpoint {path} is not a reference ELM state dict: it must hold exactly one "
+            f"of 'tau_s' (v1 code) or 'tau_b' (v2 code), found "
+            f"{found or 'neither'} (keys: {sorted(state)})")
+    return TRACE_KEY_VARIANTS[found[0]]
+
+
+def _config_for(config: ELMConfig | Mapping[str, Any], variant: str, path: Path
+                ) -> ELMConfig:
+    """The `ELMConfig` of a checkpoint of `variant`; ValueError if `config` says otherwise."""
+    if isinstance(config, ELMConfig):
+        if config.variant != variant:
+            raise _mismatch(path, f"the checkpoint was written by the reference's "
+                            f"{_CODE_NAMES[variant]} code, which runs as "
+                            f"variant={variant!r}, but the config has "
+                            f"variant={config.variant!r}")
+        return config
+    named = [key for key in _CONFIG_TRACE_KEYS if key in config]
+    if len(named) > 1:
+        raise ValueError(f"reference model_config names both {named}: tau_s_value belongs "
+                         f"to the v1 code, tau_b_value to the v2 code")
+    if named and _CONFIG_TRACE_KEYS[named[0]] != variant:
+        raise _mismatch(path, f"the model_config names {named[0]!r} (reference "
+                        f"{_CODE_NAMES[_CONFIG_TRACE_KEYS[named[0]]]} code) but the "
+                        f"checkpoint was written by the {_CODE_NAMES[variant]} code")
+    return ELMConfig.from_reference(config, variant=variant)
 
 
 def _mismatch(path: Path, what: str) -> ValueError:
@@ -49,21 +96,28 @@ def load_torch_checkpoint(pt_path: str | os.PathLike,
     Reads the torch zip-pickle without torch (CUDA tensors are mapped to the CPU).  The
     routing table is taken from the checkpoint (``input_to_synapse_indices`` where
     ``valid_indices_mask`` is set) and stored in the returned config's
-    ``routing_table``.  The per-synapse ``tau_s`` buffer must be one value equal to the
-    config's ``tau_s`` (the reference always builds it that way).
+    ``routing_table``.  The trace time constants must be one value equal to the
+    config's ``tau_s`` (the reference always builds them that way).
+
+    The checkpoint's keys decide the variant: a ``tau_s`` buffer (one per synapse) is
+    the reference's v1 code, run as ``variant="elm"`` (the published NeuronIO models); a
+    ``tau_b`` buffer (one per branch) is the v2 code, run as ``variant="branch_elm"``
+    (``tau_b_value`` becomes ``tau_s``).  A config that says otherwise is refused.
 
     Args:
       pt_path: the ``.pt`` file written by ``torch.save(model.state_dict(), ...)``.
       config: the reference ``model_config.json`` (path or dict of constructor
-        arguments), or an `ELMConfig`.  Published checkpoints are the v1 code path, so
-        a reference config gives ``variant="elm"``.
+        arguments), or an `ELMConfig` (whose ``variant`` must be the checkpoint's).
       dtype: float dtype of the returned parameters.
     Returns: (config with the checkpoint's routing table, parameter dict).
-    Raises: ValueError naming the mismatch when the checkpoint does not fit the config.
+    Raises: ValueError naming the mismatch when the checkpoint does not fit the config
+      (including a v1 checkpoint with a ``branch_elm`` config and vice versa).
     """
     path = Path(pt_path)
-    cfg = _load_reference_config(config)
+    reference_config = _read_reference_config(config)
     state = read_torch_state_dict(path)
+    variant = checkpoint_variant(state, path)
+    cfg = _config_for(reference_config, variant, path)
 
     def take(key: str, shape: tuple[int, ...]) -> np.ndarray:
         if key not in state:
@@ -85,10 +139,12 @@ def load_torch_checkpoint(pt_path: str | os.PathLike,
         bias = take(f"mlp.network.{index}.bias", (fan_out,))
         mlp.append({"kernel": jnp.asarray(weight.T, dtype), "bias": jnp.asarray(bias, dtype)})
 
-    trace_key = "tau_s" if "tau_s" in state else "tau_b"
-    trace_size = cfg.num_synapse if trace_key == "tau_s" else cfg.num_branch
-    tau_trace = take(trace_key, (trace_size,))
+    if variant == "elm":
+        tau_trace = take("tau_s", (cfg.num_synapse,))
+    else:
+        tau_trace = take("tau_b", (cfg.num_branch,))
     if not np.allclose(tau_trace, cfg.tau_s, rtol=1e-6, atol=0):
+        trace_key = "tau_s" if variant == "elm" else "tau_b"
         raise _mismatch(path, f"{trace_key} holds values {np.unique(tau_trace)[:5]}, the "
                         f"config has tau_s={cfg.tau_s}")
 
