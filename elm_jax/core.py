@@ -15,8 +15,10 @@ time constant, the branch trace ``b_t`` equals the per-branch sum of the per-syn
 traces ``s_t = kappa_s * s_{t-1} + w_s * x_routed`` of the reference's v1 code: the
 model keeps one trace per branch for both variants (see `elm_jax.routing`).
 
-`prepare` turns parameters into the per-call constants `Dynamics`; `memory_update` is
-the only part that depends on the memory; `step` is one full time step.
+`prepare` turns parameters into the per-call constants `Dynamics` (parameter checks,
+the routing-matrix scatter, exp/sigmoid); `step_prepared` is one full time step on
+them, `step` is `prepare` + `step_prepared`.  `memory_update` is the only part that
+depends on the memory; its MLP is `elm_jax.backends.mlp` (shared by every backend).
 """
 
 from __future__ import annotations
@@ -28,11 +30,16 @@ import jax.numpy as jnp
 
 from .config import ELMConfig
 from .jax_compat import varying_axes
+
+from .backends.mlp import TANH_SCALE, TANH_SLOPE, MemoryWeights, matmul, scaled_tanh
+from .backends.mlp import memory_update as mlp_memory_update
 from .params import Params, check_params
 from .routing import branch_input_matrix
 
-TANH_SCALE = 1.7159
-TANH_SLOPE = 2.0 / 3.0
+__all__ = ["TANH_SCALE", "TANH_SLOPE", "Dynamics", "ELMState", "check_input", "check_state",
+           "initial_state", "matmul", "memory_tau", "memory_update", "prepare", "readout",
+           "scaled_tanh", "step", "step_prepared", "summed_like", "synapse_weights",
+           "varying_like"]
 
 
 class ELMState(NamedTuple):
@@ -66,10 +73,10 @@ class Dynamics(NamedTuple):
     mlp: list
     readout: dict
 
-
-def scaled_tanh(x: jax.Array) -> jax.Array:
-    """LeCun's scaled tanh ``1.7159 * tanh(2x/3)`` (the reference's ``custom_tanh``)."""
-    return TANH_SCALE * jnp.tanh(TANH_SLOPE * x)
+    @property
+    def weights(self) -> MemoryWeights:
+        """What the memory update depends on (`elm_jax.backends.mlp.MemoryWeights`)."""
+        return MemoryWeights(tuple(self.mlp), self.memory_decay, self.update_scale)
 
 
 def memory_tau(params: Params, config: ELMConfig) -> jax.Array:
@@ -107,22 +114,10 @@ def prepare(params: Params, config: ELMConfig) -> Dynamics:
     )
 
 
-def matmul(a: jax.Array, w: jax.Array, compute_dtype=None) -> jax.Array:
-    """``a @ w``; with `compute_dtype` (e.g. bfloat16) the operands are cast to it and
-    the product is accumulated and returned in the dtype of `a`."""
-    if compute_dtype is None or jnp.dtype(compute_dtype) == a.dtype:
-        return a @ w
-    return jnp.matmul(a.astype(compute_dtype), w.astype(compute_dtype),
-                      preferred_element_type=a.dtype)
-
-
-def _activation(config: ELMConfig):
-    return jax.nn.relu if config.mlp_activation == "relu" else jax.nn.silu
-
-
 def memory_update(dyn: Dynamics, memory: jax.Array, branch_traces: jax.Array,
                   config: ELMConfig, compute_dtype=None) -> jax.Array:
-    """New memory ``m_t`` from ``m_{t-1}`` and the current branch traces ``b_t``.
+    """New memory ``m_t`` from ``m_{t-1}`` and the current branch traces ``b_t``
+    (`elm_jax.backends.mlp.memory_update` on ``dyn.weights``).
 
     Args:
       dyn: constants from `prepare`.
@@ -132,16 +127,7 @@ def memory_update(dyn: Dynamics, memory: jax.Array, branch_traces: jax.Array,
         accumulation stay in the parameter dtype.
     Returns: (..., num_memory) ``m_t``.
     """
-    decayed = dyn.memory_decay * memory
-    first = dyn.mlp[0]
-    nb = config.num_branch
-    h = matmul(branch_traces, first["kernel"][:nb], compute_dtype) + first["bias"]
-    if config.memory_feedback:
-        h = h + matmul(decayed, first["kernel"][nb:], compute_dtype)
-    act = _activation(config)
-    for layer in dyn.mlp[1:]:
-        h = matmul(act(h), layer["kernel"], compute_dtype) + layer["bias"]
-    return decayed + dyn.update_scale * scaled_tanh(h)
+    return mlp_memory_update(dyn.weights, memory, branch_traces, config, compute_dtype)
 
 
 def readout(dyn: Dynamics, memory: jax.Array, compute_dtype=None) -> jax.Array:
@@ -199,9 +185,37 @@ def check_input(x: jax.Array, config: ELMConfig, name: str, layout: str,
         raise ValueError(f"{name}: expected a real float, integer or bool dtype, got {dtype}")
 
 
+def check_state(state, config: ELMConfig, batch: int, name: str = "initial") -> None:
+    """Raise ValueError unless `state` is an `ELMState` for a batch of `batch`."""
+    if not isinstance(state, ELMState):
+        raise ValueError(f"{name}: expected an ELMState, got {type(state).__name__}")
+    for field, size in (("branch_traces", config.num_branch), ("memory", config.num_memory)):
+        shape = tuple(getattr(getattr(state, field), "shape", ()))
+        if shape != (batch, size):
+            raise ValueError(f"{name}.{field}: expected shape ({batch}, {size}), got {shape}")
+
+
+def step_prepared(dyn: Dynamics, state: ELMState, x_t: jax.Array, config: ELMConfig
+                  ) -> tuple[ELMState, jax.Array]:
+    """One ELM time step on constants from `prepare` (no checks, nothing re-derived).
+
+    Args:
+      dyn: `prepare(params, config)`, computed once per sequence (or per parameter
+        update) by the caller.
+      state: `ELMState` with branch_traces (..., num_branch), memory (..., num_memory).
+      x_t: (..., num_input) input at this step (cast to the parameter dtype).
+      config: the model configuration.
+    Returns: ``(new_state, y_t)`` with y_t (..., num_output).
+    """
+    x_t = jnp.asarray(x_t, dyn.input_matrix.dtype)
+    traces = dyn.trace_decay * state.branch_traces + x_t @ dyn.input_matrix
+    memory = memory_update(dyn, state.memory, traces, config)
+    return ELMState(traces, memory), readout(dyn, memory)
+
+
 def step(params: Params, state: ELMState, x_t: jax.Array, config: ELMConfig
          ) -> tuple[ELMState, jax.Array]:
-    """One ELM time step.
+    """One ELM time step: `prepare` (with checks) then `step_prepared`.
 
     Args:
       params: parameter dict (`elm_jax.init_params`).
@@ -210,10 +224,9 @@ def step(params: Params, state: ELMState, x_t: jax.Array, config: ELMConfig
         parameter dtype).
       config: the model configuration.
     Returns: ``(new_state, y_t)`` with y_t (..., num_output).
+
+    For many steps with the same parameters outside one jit, call `prepare` once and
+    `step_prepared` per step.
     """
     check_input(x_t, config, "x_t", "(..., num_input)", None)
-    dyn = prepare(params, config)
-    x_t = jnp.asarray(x_t, dyn.input_matrix.dtype)
-    traces = dyn.trace_decay * state.branch_traces + x_t @ dyn.input_matrix
-    memory = memory_update(dyn, state.memory, traces, config)
-    return ELMState(traces, memory), readout(dyn, memory)
+    return step_prepared(prepare(params, config), state, x_t, config)

@@ -19,6 +19,12 @@ d_m)) more) and the backward skips the recompute.  The reverse loop itself runs 
 of three modes chosen by model size (`reverse_mode`): per-token Jacobians (small
 models), carry-only with the per-step products redone over all tokens, or storing them.
 
+This module owns the backend's rules and their constants: the chunk length
+(`hoisted_chunk_size`, `HOISTED_CHUNK_FLOATS`), whether activations are stored
+(`should_store_activations`, `STORE_MAX_BYTES`) and the reverse loop's mode
+(`reverse_mode`, `RECOMPUTE_MAX_MACS`, `JACOBIAN_MAX_MEMORY`).  `hoisted_backend` is
+what `elm_jax.apply` calls for ``"hoisted"`` and ``"associative"``.
+
 Reverse recurrence (G_t = g_t + external cotangent of m_t):
 
     dz_L   = G_t * u * dtanh(z_L)                 output layer pre-activation
@@ -30,12 +36,18 @@ Reverse recurrence (G_t = g_t + external cotangent of m_t):
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from ..core import TANH_SCALE, TANH_SLOPE, matmul, summed_like, varying_like
+from ..core import Dynamics, ELMState, summed_like, varying_like
+from .chunks import pad_chunks, unchunk
+from .linear import linear_recurrence
+from .mlp import (TANH_SCALE, TANH_SLOPE, activation, matmul, mlp_all_tokens, mlp_forward,
+                  tanh_unit_grad)
+from .options import REMAT_TO_STORE, HoistedOptions
 
 
 class CoreWeights(NamedTuple):
@@ -65,17 +77,6 @@ def core_weights(dyn, config) -> CoreWeights:
     return CoreWeights(first["kernel"][:nb], first["kernel"][nb:], first["bias"],
                        tuple((layer["kernel"], layer["bias"]) for layer in dyn.mlp[1:]),
                        dyn.memory_decay, dyn.update_scale)
-
-
-def _act(name: str, z: jax.Array) -> jax.Array:
-    return jax.nn.relu(z) if name == "relu" else jax.nn.silu(z)
-
-
-def _act_grad(name: str, z: jax.Array) -> jax.Array:
-    if name == "relu":
-        return (z > 0).astype(z.dtype)
-    sig = jax.nn.sigmoid(z)
-    return sig * (1.0 + z * (1.0 - sig))
 
 
 # How the reverse loop runs (`reverse_mode`):
@@ -112,20 +113,22 @@ def config_reverse_mode(config) -> str:
 STORE_MAX_BYTES = 256 << 20
 
 
-def should_store_activations(remat: str, config, steps: int, batch: int,
+def should_store_activations(store: Any, config, steps: int, batch: int,
                              itemsize: int = 4) -> bool:
     """Whether the custom backward gets the forward's activations stored (faster for
     large MLPs: no recompute) or recomputes them (less memory).
 
-    ``remat="none"``: store; ``"step"``/``"chunk"``: recompute; ``"auto"``: store when
+    `store` is `HoistedOptions.store_activations` (True, False or ``"auto"``) or a
+    legacy ``remat`` value (``"none"``: True; ``"step"``/``"chunk"``: False).
+    ``"auto"``: store when
     the MLP is large enough for the reverse loop's ``"store"`` mode (see
     `reverse_mode`; small MLPs recompute faster than their loop stores) and the stored
     ``T * batch * (sum(hidden) + d_m)`` values fit in `STORE_MAX_BYTES` (256 MiB).
     """
-    if remat in ("step", "chunk"):
-        return False
-    if remat == "none":
-        return True
+    if isinstance(store, str):
+        store = REMAT_TO_STORE[store]
+    if store != "auto":
+        return bool(store)
     if config_reverse_mode(config) != "store":
         return False
     per_token = config.mlp_hidden_size * config.mlp_num_layers + config.num_memory
@@ -140,6 +143,24 @@ def chunk_floats_per_token(config) -> int:
     if config_reverse_mode(config) == "jacobian":
         floats += config.num_memory ** 2
     return floats
+
+
+HOISTED_CHUNK_FLOATS = 1 << 21  # 8 MiB of float32 temporaries per chunk
+
+
+def hoisted_chunk_size(steps: int, batch: int, config) -> int:
+    """Default chunk of the memory core: as long as the chunk's temporaries fit.
+
+    The custom backward recomputes a chunk's MLP activations at once, holding
+    `chunk_floats_per_token` floats per token.  Longer chunks mean fewer, larger
+    matmuls and fewer loop launches, so the chunk is the whole sequence when that fits
+    in `HOISTED_CHUNK_FLOATS` (8 MiB), else the largest power of two that does (at
+    least 8 steps).
+    """
+    fit = HOISTED_CHUNK_FLOATS // max(1, batch * chunk_floats_per_token(config))
+    if fit >= steps:
+        return int(steps)
+    return int(max(8, 2 ** int(math.floor(math.log2(max(1, fit))))))
 
 
 def _jacobians(w: "CoreWeights", d_out: jax.Array, d_hidden: list) -> jax.Array:
@@ -163,16 +184,6 @@ def _mlp_macs(w: CoreWeights) -> int:
     return macs + sum(int(k.shape[0]) * int(k.shape[1]) for k, _ in w.layers)
 
 
-def _pad_chunks(x: jax.Array, chunk: int) -> jax.Array:
-    """(T, ...) -> (ceil(T/chunk), chunk, ...), zero-padded at the end."""
-    steps = x.shape[0]
-    n = -(-steps // chunk)
-    pad = n * chunk - steps
-    if pad:
-        x = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)])
-    return x.reshape(n, chunk, *x.shape[1:])
-
-
 def _forward(w: CoreWeights, traces: jax.Array, m0: jax.Array, activation: str,
              chunk: int, unroll: int, compute_dtype: Any, store: bool = False):
     """Memory trajectory (time, batch, d_m); with `store` also the per-step MLP
@@ -187,20 +198,16 @@ def _forward(w: CoreWeights, traces: jax.Array, m0: jax.Array, activation: str,
         pre = matmul(traces_c, w.w_branch, compute_dtype) + w.bias
 
         def step(m, pre_t):
-            z = pre_t + matmul(m, w_memory, compute_dtype)
-            zs = []
-            for kernel, bias in w.layers:
-                zs.append(z)
-                z = matmul(_act(activation, z), kernel, compute_dtype) + bias
+            z, zs = mlp_forward(pre_t + matmul(m, w_memory, compute_dtype), w.layers,
+                                activation, compute_dtype)
             th = jnp.tanh(TANH_SLOPE * z)
             m = w.decay * m + scale * th
             return m, ((m, tuple(zs), th) if store else m)
 
         return jax.lax.scan(step, m, pre, unroll=unroll)
 
-    _, out = jax.lax.scan(chunk_body, m0, _pad_chunks(traces, chunk))
-    unchunk = lambda a: a.reshape(-1, *a.shape[2:])[:steps]  # noqa: E731
-    return jax.tree_util.tree_map(unchunk, out)
+    _, out = jax.lax.scan(chunk_body, m0, pad_chunks(traces, chunk))
+    return jax.tree_util.tree_map(lambda a: unchunk(a, steps), out)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
@@ -216,18 +223,19 @@ def _core_fwd(w, traces, m0, activation, chunk, unroll, compute_dtype, store):
     return ms, (w, traces, m0, ms, None)
 
 
-def _core_bwd(activation, chunk, unroll, compute_dtype, store, residuals, g_ms):
+def _core_bwd(activation_name, chunk, unroll, compute_dtype, store, residuals, g_ms):
     w, traces, m0, ms, stored_acts = residuals
     mode = reverse_mode(w.decay.shape[0], len(w.layers), _mlp_macs(w))
     steps = traces.shape[0]
-    ms_chunks = _pad_chunks(ms, chunk)
+    ms_chunks = pad_chunks(ms, chunk)
     # memory before each chunk: m0, then the last step of every earlier chunk (the
     # per-step m_{t-1} is rebuilt inside the chunk, so no shifted copy of ms is made)
     before = jnp.concatenate([m0[None], ms_chunks[:-1, -1]])
-    chunks = (_pad_chunks(traces, chunk), ms_chunks, before, _pad_chunks(g_ms, chunk),
+    chunks = (pad_chunks(traces, chunk), ms_chunks, before, pad_chunks(g_ms, chunk),
               None if stored_acts is None
-              else jax.tree_util.tree_map(lambda a: _pad_chunks(a, chunk), stored_acts))
+              else jax.tree_util.tree_map(lambda a: pad_chunks(a, chunk), stored_acts))
     mm = functools.partial(matmul, compute_dtype=compute_dtype)
+    act, act_grad = activation(activation_name)
     tokens = lambda a: a.reshape(-1, a.shape[-1])  # noqa: E731  (K, B, f) -> (K*B, f)
 
     def chunk_body(carry, xs):
@@ -237,19 +245,15 @@ def _core_bwd(activation, chunk, unroll, compute_dtype, store, residuals, g_ms):
         dec = w.decay * mprev_c
         if acts_c is None:
             # recompute the chunk's activations in parallel from the stored memory
-            zs = [mm(traces_c, w.w_branch) + mm(dec, w.w_memory) + w.bias]
-            acts = []
-            for kernel, bias in w.layers:
-                acts.append(_act(activation, zs[-1]))
-                zs.append(mm(acts[-1], kernel) + bias)
-            th = jnp.tanh(TANH_SLOPE * zs[-1])
+            z_out, zs = mlp_forward(mm(traces_c, w.w_branch) + mm(dec, w.w_memory) + w.bias,
+                                    w.layers, activation_name, compute_dtype)
+            th = jnp.tanh(TANH_SLOPE * z_out)
         else:  # stored by the forward loop
             zs, th = list(acts_c[0]), acts_c[1]
-            acts = [_act(activation, z) for z in zs]
-            zs.append(None)  # the output pre-activation is only needed through th
+        acts = [act(z) for z in zs]
         dm = TANH_SCALE * th
-        d_out = w.scale * (TANH_SCALE * TANH_SLOPE) * (1.0 - th * th)
-        d_hidden = [_act_grad(activation, z) for z in zs[:-1]]
+        d_out = w.scale * tanh_unit_grad(th)
+        d_hidden = [act_grad(z) for z in zs]
 
         def back_products(big_g, d_out, d_hidden):
             dz = big_g * d_out
@@ -306,7 +310,7 @@ def _core_bwd(activation, chunk, unroll, compute_dtype, store, residuals, g_ms):
     (g0, grads), d_traces = jax.lax.scan(chunk_body, (varying_like(jnp.zeros_like(m0), g_ms),
                                                       zero_grads),
                                          chunks, reverse=True)
-    d_traces = d_traces.reshape(-1, *traces.shape[1:])[:steps]
+    d_traces = unchunk(d_traces, steps)
     return (summed_like(grads, w), summed_like(d_traces, traces), summed_like(g0, m0))
 
 
@@ -337,3 +341,26 @@ def memory_core(w: CoreWeights, traces: jax.Array, m0: jax.Array, *, activation:
         return _core_vjp(w, traces, m0, activation, chunk, unroll, compute_dtype,
                          bool(store_activations))
     return _forward(w, traces, m0, activation, chunk, unroll, compute_dtype)
+
+
+def hoisted_backend(dyn: Dynamics, drive: jax.Array, state: ELMState, config,
+                    options: HoistedOptions, method: str = "sequential") -> tuple:
+    """`elm_jax.apply`'s ``"hoisted"`` (``method="sequential"``) and ``"associative"``
+    backends: (final `ELMState`, traces, memory), time-major, from the routed input
+    `drive` (time, batch, num_branch).  Applies this module's chunk and storage rules."""
+    traces = linear_recurrence(dyn.trace_decay, drive, state.branch_traces, method=method)
+    if not config.memory_feedback:  # the parallel ELM: the MLP runs over all tokens
+        delta = mlp_all_tokens(dyn.weights, traces, config, options.compute_dtype)
+        memory = linear_recurrence(dyn.memory_decay, dyn.update_scale * delta, state.memory,
+                                   method=method)
+        return ELMState(traces[-1], memory[-1]), traces, memory
+    steps, batch = drive.shape[0], drive.shape[1]
+    chunk = options.chunk_size or hoisted_chunk_size(steps, batch, config)
+    store = options.custom_backward and should_store_activations(
+        options.store_activations, config, steps, batch,
+        jnp.dtype(dyn.input_matrix.dtype).itemsize)
+    memory = memory_core(core_weights(dyn, config), traces, state.memory,
+                         activation=config.mlp_activation, chunk=chunk,
+                         unroll=options.unroll, compute_dtype=options.compute_dtype,
+                         custom_backward=options.custom_backward, store_activations=store)
+    return ELMState(traces[-1], memory[-1]), traces, memory

@@ -34,6 +34,14 @@ class ELMCell(nn.RNNCellBase):
     ``__call__(carry, x_t)`` with carry an `ELMState` (branch_traces (..., num_branch),
     memory (..., num_memory)) and x_t (..., num_input) returns ``(carry, y_t)`` with
     y_t (..., num_output).
+
+    Each call is `elm_jax.step` (`prepare` then `step_prepared`).  Inside `nn.RNN`
+    (one `lax.scan`) XLA hoists the parameter-only work of `prepare` out of the
+    forward loop, and keeping it in the step makes the backward loop accumulate the
+    cotangent of the raw synapse weights rather than of the dense routing matrix,
+    which benchmarks/cell_step.py measured faster than a step on constants prepared
+    before the loop (docs/backends.md).  For a hand-written loop over steps outside
+    one jit, use `elm_jax.prepare` once and `elm_jax.step_prepared` per step.
     """
 
     config: ELMConfig
@@ -61,7 +69,11 @@ class ELMSequence(nn.Module):
     Attributes:
       config: the `ELMConfig`.
       param_dtype: dtype of the parameters.
-      backend, unroll, remat, chunk_size, compute_dtype: forwarded to `elm_jax.apply`.
+      backend: forwarded to `elm_jax.apply`.
+      options: the backend's options object (`elm_jax.backends.ScanOptions`, ...), or
+        None.
+      unroll, remat, chunk_size, compute_dtype: legacy keywords forwarded to
+        `elm_jax.apply` when not None (the backend must use them).
 
     ``__call__(x, return_states=False)``: x (batch, time, num_input) -> y (batch, time,
     num_output) (and the states dict of `elm_jax.apply` when asked).
@@ -70,14 +82,15 @@ class ELMSequence(nn.Module):
     config: ELMConfig
     param_dtype: Any = jnp.float32
     backend: str = "auto"
-    unroll: int = 1
-    remat: str = "auto"
+    options: Any = None
+    unroll: int | None = None
+    remat: str | None = None
     chunk_size: int | None = None
     compute_dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, return_states: bool = False):
         params = _elm_param(self, self.config, self.param_dtype)
-        return apply(params, x, self.config, backend=self.backend, unroll=self.unroll,
-                     remat=self.remat, chunk_size=self.chunk_size,
+        return apply(params, x, self.config, backend=self.backend, options=self.options,
+                     unroll=self.unroll, remat=self.remat, chunk_size=self.chunk_size,
                      compute_dtype=self.compute_dtype, return_states=return_states)
