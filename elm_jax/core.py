@@ -29,10 +29,9 @@ import jax
 import jax.numpy as jnp
 
 from .config import ELMConfig
-from .jax_compat import varying_axes
-
 from .backends.mlp import TANH_SCALE, TANH_SLOPE, MemoryWeights, matmul, scaled_tanh
 from .backends.mlp import memory_update as mlp_memory_update
+from .jax_compat import varying_axes
 from .params import Params, check_params
 from .routing import branch_input_matrix
 
