@@ -210,14 +210,17 @@ class ELMConfig:
         return cls(**data)
 
     @classmethod
-    def from_reference(cls, model_config: Mapping[str, Any], *, variant: str = "elm",
+    def from_reference(cls, model_config: Mapping[str, Any], *, variant: str | None = None,
                        **overrides: Any) -> "ELMConfig":
         """Build from the keyword arguments of the reference PyTorch constructor.
 
         `model_config` is the content of a reference ``model_config.json`` (keys such as
         ``input_to_synapse_routing="neuronio_routing"``, ``tau_s_value``); absent keys
-        take the reference defaults.  The published checkpoints were saved from the
-        reference's v1 code path, hence ``variant="elm"``.
+        take the reference defaults.  The variant follows the reference's code version:
+        its v1 code names the trace time constant ``tau_s_value`` (``variant="elm"``, as
+        the published checkpoints), its v2 code ``tau_b_value`` (``"branch_elm"``); a
+        config with neither is v1.  An explicit `variant` that contradicts the key, or a
+        config with both keys, is refused.
         """
         known = {"num_input", "num_output", "num_memory", "lambda_value", "mlp_num_layers",
                  "mlp_hidden_size", "mlp_activation", "tau_s_value", "tau_b_value",
@@ -228,6 +231,19 @@ class ELMConfig:
         if unknown:
             raise ValueError(f"reference model_config has unknown key(s) {unknown}; "
                              f"known keys: {sorted(known)}")
+        if "tau_s_value" in model_config and "tau_b_value" in model_config:
+            raise ValueError("reference model_config has both tau_s_value (v1 code) and "
+                             "tau_b_value (v2 code): expected one of them")
+        implied = "branch_elm" if "tau_b_value" in model_config else "elm"
+        if variant is None:
+            variant = implied
+        elif ("tau_s_value" in model_config or "tau_b_value" in model_config) \
+                and variant != implied:
+            key = "tau_b_value" if implied == "branch_elm" else "tau_s_value"
+            raise ValueError(f"variant={variant!r} contradicts the reference model_config: "
+                             f"its {key} comes from the reference's "
+                             f"{'v2' if implied == 'branch_elm' else 'v1'} code, "
+                             f"variant={implied!r}")
         kwargs = {k: v for k, v in model_config.items()
                   if k not in ("tau_s_value", "tau_b_value", "input_to_synapse_routing")}
         for key in ("tau_s_value", "tau_b_value"):

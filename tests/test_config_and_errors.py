@@ -68,6 +68,18 @@ def test_presets_and_reference_config():
                                   "input_to_synapse_routing": "grid_routing"})
 
 
+def test_reference_config_variant_follows_the_code_version():
+    base = {"num_input": 4, "num_output": 1, "num_memory": 3}
+    assert ELMConfig.from_reference(base).variant == "elm"
+    assert ELMConfig.from_reference({**base, "tau_s_value": 5.0}).variant == "elm"
+    v2 = ELMConfig.from_reference({**base, "tau_b_value": 7.0})
+    assert v2.variant == "branch_elm" and v2.tau_s == 7.0
+    with pytest.raises(ValueError, match="variant='elm' contradicts.*tau_b_value.*v2"):
+        ELMConfig.from_reference({**base, "tau_b_value": 7.0}, variant="elm")
+    with pytest.raises(ValueError, match="both tau_s_value.*and tau_b_value"):
+        ELMConfig.from_reference({**base, "tau_s_value": 5.0, "tau_b_value": 7.0})
+
+
 @pytest.mark.parametrize("dm,count", [(1, 4601), (15, 6827), (100, 54002)])
 def test_count_params_matches_reference(dm, count):
     assert elm_jax.count_params(ELMConfig.preset(f"neuronio_branch_dm{dm}")) == count
