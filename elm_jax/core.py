@@ -28,9 +28,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .config import ELMConfig
 from .backends.mlp import TANH_SCALE, TANH_SLOPE, MemoryWeights, matmul, scaled_tanh
 from .backends.mlp import memory_update as mlp_memory_update
+from .config import ELMConfig
 from .jax_compat import varying_axes
 from .params import Params, check_params
 from .routing import branch_input_matrix

@@ -24,7 +24,8 @@ _NAMES = {
     "ScanOptions": "options",
 }
 
-__all__ = sorted(_NAMES)
+__all__ = ["DeerInfo", "DeerNotConvergedError", "DeerOptions", "HoistedOptions",
+           "ScanOptions", "deer_apply", "deer_memory"]
 
 
 def __getattr__(name: str):
