@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import flax.linen as nn
 import numpy as np
 import optax
 from flax import nnx
@@ -26,12 +27,84 @@ def test_linen_sequence_equals_apply(x64):
     assert states["memory"].shape == (2, 11, config.num_memory)
 
 
-def test_linen_init_equals_init_params():
-    config = make_config("none", "elm", 1, "relu")
-    variables = elm_jax.ELMSequence(config).init(jax.random.key(3), jnp.zeros((1, 2, 6)))
-    expected = elm_jax.init_params(jax.random.key(3), config)
-    got = variables["params"]["elm"]
-    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(expected)
+class _KeyProbe(nn.Module):
+    """Returns, as its parameter "elm", the key Flax hands that parameter's initialiser."""
+
+    @nn.compact
+    def __call__(self, *args):
+        return self.param("elm", lambda rng: jax.random.key_data(rng))
+
+
+class _KeyProbeCell(nn.RNNCellBase):
+    """`_KeyProbe` as a cell for nn.RNN (same module path as an ELMCell there)."""
+
+    @nn.compact
+    def __call__(self, carry, x_t):
+        self.param("elm", lambda rng: jax.random.key_data(rng))
+        return carry, x_t
+
+    @nn.nowrap
+    def initialize_carry(self, rng, input_shape):
+        return jnp.zeros(input_shape)
+
+    @property
+    def num_feature_axes(self):
+        return 1
+
+
+def _assert_params_equal(got, want):
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(want)
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_linen_init_values_equal_init_params(x64):
+    # The modules initialise through self.param("elm", lambda rng: init_params(rng, ...)),
+    # so their initial values are init_params of the key Flax derives for the parameter
+    # "elm" at the module's path (not of the key given to .init itself: that key gives
+    # other values, checked below).  The probes with the same path recover that key.
+    config = make_config("neuronio", "branch_elm", 1, "relu")
+    x = jnp.zeros((1, 1, config.num_input))
+    carry = elm_jax.initial_state(config, (1,), jnp.float32)
+    probe = jax.jit(_KeyProbe().init)
+    rnn_probe = jax.jit(nn.RNN(_KeyProbeCell()).init)
+    seq_init = {dtype: jax.jit(elm_jax.ELMSequence(config, param_dtype=dtype,
+                                                   backend="scan").init)
+                for dtype in (jnp.float32, jnp.float64)}
+    cell_init = jax.jit(elm_jax.ELMCell(config).init)
+    rnn_init = jax.jit(nn.RNN(elm_jax.ELMCell(config)).init)
+    for seed in (3, 4):
+        key = jax.random.key(seed)
+        flax_key = jax.random.wrap_key_data(probe(key, x)["params"]["elm"])
+        for dtype, init in seq_init.items():
+            _assert_params_equal(init(key, x)["params"]["elm"],
+                                 elm_jax.init_params(flax_key, config, dtype))
+        want = elm_jax.init_params(flax_key, config)
+        # the bare cell has the same path, so the same values as ELMSequence
+        _assert_params_equal(cell_init(key, carry, x[:, 0])["params"]["elm"], want)
+        # inside nn.RNN the cell lives at path ("cell",)
+        rnn_key = jax.random.wrap_key_data(rnn_probe(key, x)["params"]["cell"]["elm"])
+        _assert_params_equal(rnn_init(key, x)["params"]["cell"]["elm"],
+                             elm_jax.init_params(rnn_key, config))
+        # the draws are not trivially equal: init_params of the raw key differs
+        raw = elm_jax.init_params(key, config)
+        assert not np.array_equal(raw["mlp"][0]["kernel"], want["mlp"][0]["kernel"])
+        assert not np.array_equal(elm_jax.init_params(rnn_key, config)["mlp"][0]["kernel"],
+                                  want["mlp"][0]["kernel"])
+
+
+def test_nnx_init_values_equal_init_params(x64):
+    # NNXELM draws init_params(rngs.params(), ...): the params stream's first key
+    config = make_config("random", "elm", 2, "silu", learn_memory_tau=True)
+    for dtype in (jnp.float32, jnp.float64):
+        for seed in (0, 5):
+            model = elm_jax.NNXELM(config, rngs=nnx.Rngs(seed), param_dtype=dtype)
+            want = elm_jax.init_params(nnx.Rngs(seed).params(), config, dtype)
+            _assert_params_equal(model.elm_params(), want)
+            # nnx.Rngs(seed).params() is fold_in(key(seed), 0)
+            _assert_params_equal(model.elm_params(), elm_jax.init_params(
+                jax.random.fold_in(jax.random.key(seed), 0), config, dtype))
 
 
 def test_nnx_module_equals_apply_and_step(x64):
