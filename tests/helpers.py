@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import elm_jax
@@ -75,3 +76,20 @@ def reference(params, x, config):
                          tau_max=config.memory_tau_max, variant=config.variant,
                          activation=config.mlp_activation,
                          memory_feedback=config.memory_feedback)
+
+
+def teacher_task(config, batch=8, steps=30, seed=0, dtype=jnp.float32):
+    """A small learnable regression task: spike inputs (rate 0.3) and the outputs of a
+    "teacher" ELM of the same config with `random_params`, standardised per output
+    channel, so the best constant predictor has MSE 1 (`mean_predictor_mse`)."""
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.random(size=(batch, steps, config.num_input)) < 0.3, dtype)
+    y = elm_jax.apply(random_params(config, seed=seed + 1, dtype=dtype), x, config,
+                      backend="scan")
+    y = (y - y.mean(axis=(0, 1))) / y.std(axis=(0, 1))
+    return x, y
+
+
+def mean_predictor_mse(y):
+    """MSE of the best constant prediction (the per-channel mean)."""
+    return float(jnp.mean((y - y.mean(axis=(0, 1))) ** 2))
