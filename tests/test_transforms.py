@@ -12,7 +12,7 @@ import pytest
 
 import elm_jax
 from elm_jax.jax_compat import jit_cache_size
-from helpers import make_config, random_params
+from helpers import make_config, mean_predictor_mse, random_params, teacher_task
 
 
 @pytest.mark.parametrize("variant,routing", [("elm", "neuronio"), ("branch_elm", "random")])
@@ -85,30 +85,51 @@ def test_nn_rnn_with_elm_cell_equals_apply(x64):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
-def test_jitted_training_step_compiles_once_and_learns():
-    config = make_config("neuronio", "elm", 1, "relu", learn_memory_tau=True)
+def _train(config, forward, x, y, steps):
+    """`steps` jitted adam steps on the MSE of `forward(p, x)` from init_params(key(0));
+    returns the parameters, the losses before each step and the jitted step."""
     params = elm_jax.init_params(jax.random.key(0), config)
-    rng = np.random.default_rng(10)
-    optimizer = optax.masked(optax.adam(1e-2), elm_jax.trainable_mask(config))
+    optimizer = optax.masked(optax.adam(3e-2), elm_jax.trainable_mask(config))
     opt_state = optimizer.init(params)
-
-    def loss_fn(p, x, y):
-        return jnp.mean((elm_jax.apply(p, x, config) - y) ** 2)
 
     @jax.jit
     def train_step(p, s, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(p, x, y)
+        loss, grads = jax.value_and_grad(lambda q: jnp.mean((forward(q, x) - y) ** 2))(p)
         updates, s = optimizer.update(grads, s, p)
         return optax.apply_updates(p, updates), s, loss
 
     losses = []
-    x = jnp.asarray(rng.integers(-1, 2, size=(4, 20, 12)), jnp.float32)
-    y = jnp.asarray(rng.normal(size=(4, 20, 3)), jnp.float32)
-    for _ in range(8):
+    for _ in range(steps):
         params, opt_state, loss = train_step(params, opt_state, x, y)
         losses.append(float(loss))
+    return params, losses, train_step
+
+
+def test_jitted_training_step_compiles_once_and_learns():
+    # teacher_task: the mean predictor's MSE is 1.  Measured (60 steps, lr 3e-2): the
+    # loss falls from 1.62 to 0.107 on every path below; the trained parameters of the
+    # default backend ("hoisted" on CPU, custom backward) and of nn.RNN(ELMCell) differ
+    # from those of backend="scan" by <= 3.6e-7 (parameters are O(1)).
+    config = make_config("neuronio", "elm", 1, "relu", learn_memory_tau=True)
+    x, y = teacher_task(config, seed=4)
+    steps = 60
+    params, losses, train_step = _train(
+        config, lambda p, xb: elm_jax.apply(p, xb, config), x, y, steps)
     assert jit_cache_size(train_step) == 1
-    assert losses[-1] < losses[0]
+    assert losses[0] > 1.0 and losses[-1] < 0.3 * mean_predictor_mse(y), losses
+    scan, scan_losses, _ = _train(
+        config, lambda p, xb: elm_jax.apply(p, xb, config, backend="scan"), x, y, steps)
+    rnn = nn.RNN(elm_jax.ELMCell(config))
+    cell, cell_losses, _ = _train(
+        config, lambda p, xb: rnn.apply({"params": {"cell": {"elm": p}}}, xb), x, y, steps)
+    for other, other_losses in ((scan, scan_losses), (cell, cell_losses)):
+        np.testing.assert_allclose(losses, other_losses, rtol=1e-5)
+        for got, want in zip(jax.tree_util.tree_leaves(params),
+                             jax.tree_util.tree_leaves(other), strict=True):
+            np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
+    # tau_m is learned here (and trained identically on every path)
+    assert not np.allclose(params["tau_m_raw"],
+                           elm_jax.init_params(jax.random.key(0), config)["tau_m_raw"])
 
 
 @pytest.mark.parametrize("variant", ["elm", "branch_elm"])
