@@ -183,6 +183,43 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, reference_run):
     assert _records(tmp_path) == _records(ref_dir)
 
 
+#: The small kill -9 run: checkpoints every 4 of 12 steps.
+KILL = ["train.steps=12", "train.eval_every=6", "train.checkpoint_every=4",
+        "train.log_every=1", "train.keep_checkpoints=2", "task.seq_len=20",
+        "task.val_size=16", "task.test_size=16", "train.input_dropout=0.1"]
+
+
+def test_sigkill_after_the_first_checkpoint_then_resume_equals_uninterrupted(tmp_path):
+    """The default-run version of the slow test above: `python -m elm_jax.cli train` is
+    killed with SIGKILL (no handler runs) as soon as its first checkpoint (step 4)
+    exists; the resumed run ends bit-identical to an uninterrupted one."""
+    ref_dir, work = tmp_path / "reference", tmp_path / "killed"
+    args = ["train", "--task", "adding", "--preset", "tiny", "--set", *KILL,
+            "--workdir", str(work), "--no-progress"]
+    proc = _cli(*args, env={"ELM_JAX_DEBUG_STEP_DELAY": "0.25"})
+    try:
+        deadline = time.monotonic() + 120
+        while not (work / "checkpoints" / "4").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.02)
+        assert proc.poll() is None           # killed mid-run, 8 steps (>= 2 s) left
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (work / "final_model").exists()
+    _, ref_report = _train(ref_dir, KILL)
+    trainer, report = _train(work, KILL, resume=True)
+    assert report["status"] == "completed"
+    assert 4 <= report["resumed_from"] < 12
+    assert jit_cache_size(trainer.train_step) == 1
+    _same_params(ref_dir / "final_model", work / "final_model")
+    _same_params(ref_dir / "best_model", work / "best_model")
+    assert _records(work) == _records(ref_dir)
+    assert report["test"] == ref_report["test"] and report["best_val"] == ref_report["best_val"]
+
+
 def test_a_failed_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     import orbax.checkpoint as ocp
 
