@@ -23,7 +23,8 @@ scans; it converges badly on ELM's slow leaks).
 
 Gradients: implicit (adjoint) method at the converged trajectory, ``a_t = g_t +
 J_{t+1}^T a_{t+1}`` as a reverse associative scan with full Jacobians, then one VJP of
-``f`` over all steps.  Reverse mode only: `jax.jvp` / `jax.jacfwd` are not supported.
+``f`` over all steps.  Forward mode (`jax.jvp`, `jax.jacfwd`) is the transpose of that
+adjoint (`elm_jax.backends.forward_mode`).
 
 Failure (``DeerOptions.on_failure``): ``"raise"`` raises `DeerNotConvergedError`
 (eagerly) or, under jit, a ``JaxRuntimeError`` from a host callback carrying its
@@ -51,7 +52,8 @@ import numpy as np
 
 from ..config import ELMConfig
 from ..core import (Dynamics, ELMState, check_input, check_state, initial_state, matmul,
-                    prepare, readout)
+                    prepare, readout, varying_like)
+from .forward_mode import tangent_by_transposed_vjp
 from .hoisted import hoisted_backend
 from .linear import linear_recurrence
 from .mlp import TANH_SCALE, MemoryWeights, activation, memory_update, scaled_tanh_grad
@@ -245,6 +247,7 @@ def _newton(w, traces, m0, config, options: DeerOptions):
     memory0 = jnp.broadcast_to(m0, traces.shape[:-1] + m0.shape[-1:])
     res0 = jnp.full(memory0.shape[1:-1], jnp.inf, memory0.dtype)
     carry = (jnp.int32(0), memory0, res0, jnp.asarray(tol, memory0.dtype), jnp.bool_(False))
+    carry = varying_like(carry, traces)  # inside shard_map the loop runs per shard
     k, memory, res, threshold, _ = jax.lax.while_loop(lambda c: ~c[-1], body, carry)
     return memory, (res, threshold), k
 
@@ -265,18 +268,32 @@ def _host_check(iterations, residual, threshold, converged, *, tol, max_iter):
 
 # ------------------------------------------------- implicit (adjoint) gradients
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4, 5))
 def _attach_gradient(w, traces, m0, memory, config, compute_dtype):
-    """Identity on the converged `memory`, with the implicit-function VJP."""
+    """Identity on the converged `memory`, with the implicit-function derivatives (the
+    adjoint VJP below; the JVP is its transpose, `elm_jax.backends.forward_mode`)."""
     return memory
 
 
-def _attach_fwd(w, traces, m0, memory, config, compute_dtype):
-    return memory, (w, traces, m0, memory)
+@jax.custom_jvp
+def _first_order_only(tree):
+    """Identity; differentiating it (i.e. differentiating DEER's implicit gradient: a
+    Hessian-vector product or any second derivative) raises a clear error.  The
+    converged trajectory enters the adjoint without its own derivative, so second
+    derivatives through it would be silently wrong."""
+    return tree
+
+
+@_first_order_only.defjvp
+def _first_order_only_jvp(primals, tangents):
+    raise NotImplementedError(
+        "backend='deer' supports first derivatives only (jax.grad, jax.jvp, jax.jacfwd); "
+        "for second derivatives such as Hessian-vector products use backend='scan', "
+        "'hoisted' or 'associative', which compute the same function")
 
 
 def _attach_bwd(config, compute_dtype, residuals, g):
-    w, traces, m0, memory = residuals
+    w, traces, m0, memory = _first_order_only(residuals)
     prev, _, jac_t = _linearize(w, memory, traces, m0, config, "full", compute_dtype)
     # a_t = g_t + J_{t+1}^T a_{t+1}: the matrix paired with a_t is J_{t+1}^T (0 at the end)
     paired = jnp.concatenate([jac_t[1:], jnp.zeros_like(jac_t[:1])], axis=0)
@@ -287,7 +304,12 @@ def _attach_bwd(config, compute_dtype, residuals, g):
     return w_bar, traces_bar, prev_bar[0], jnp.zeros_like(memory)
 
 
-_attach_gradient.defvjp(_attach_fwd, _attach_bwd)
+@_attach_gradient.defjvp
+def _attach_jvp(config, compute_dtype, primals, tangents):
+    memory = primals[3]
+    bwd = functools.partial(_attach_bwd, config, compute_dtype)
+    return memory, tangent_by_transposed_vjp(bwd, tuple(primals), memory, tangents,
+                                             remat=True)
 
 
 # ------------------------------------------------------------------ public API

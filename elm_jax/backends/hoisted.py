@@ -6,7 +6,8 @@ the recurrence in chunks of ``chunk`` steps: per chunk, the trace half of the fi
 layer is one ``(chunk*batch, num_branch) @ (num_branch, hidden)`` matmul, and only the
 memory half stays inside the inner `lax.scan`.
 
-The backward pass (`jax.custom_vjp`) stores nothing but the memory trajectory (which
+The backward pass (`_core_bwd`, attached through `elm_jax.backends.forward_mode`, which
+also gives forward mode) stores nothing but the memory trajectory (which
 is the output anyway).  Per chunk, in reverse, it recomputes the chunk's MLP
 activations in parallel from the stored memory (big matmuls), runs the reverse
 recurrence carrying only the memory cotangent ``g`` (d_m floats per sequence), and then
@@ -44,6 +45,7 @@ import jax.numpy as jnp
 
 from ..core import Dynamics, ELMState, summed_like, varying_like
 from .chunks import pad_chunks, unchunk
+from .forward_mode import tangent_by_transposed_vjp
 from .linear import linear_recurrence
 from .mlp import (TANH_SCALE, TANH_SLOPE, activation, matmul, mlp_all_tokens, mlp_forward,
                   tanh_unit_grad)
@@ -210,11 +212,6 @@ def _forward(w: CoreWeights, traces: jax.Array, m0: jax.Array, activation: str,
     return jax.tree_util.tree_map(lambda a: unchunk(a, steps), out)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6, 7))
-def _core_vjp(w, traces, m0, activation, chunk, unroll, compute_dtype, store):
-    return _forward(w, traces, m0, activation, chunk, unroll, compute_dtype)
-
-
 def _core_fwd(w, traces, m0, activation, chunk, unroll, compute_dtype, store):
     if store:
         ms, zs, th = _forward(w, traces, m0, activation, chunk, unroll, compute_dtype, True)
@@ -307,6 +304,12 @@ def _core_bwd(activation_name, chunk, unroll, compute_dtype, store, residuals, g
 
     # inside shard_map the accumulators meet per-shard data: make them vary like it
     zero_grads = varying_like(jax.tree_util.tree_map(jnp.zeros_like, w), g_ms)
+    if ms_chunks.shape[0] > 1:
+        # when JAX transposes this loop (forward mode, and the reverse mode built from
+        # it, see `_core_jvp`) each chunk then recomputes its activations in its own
+        # iteration instead of all chunks' being computed and stacked up front (a single
+        # chunk's temporaries are small by `hoisted_chunk_size`, and remat costs time)
+        chunk_body = jax.checkpoint(chunk_body)
     (g0, grads), d_traces = jax.lax.scan(chunk_body, (varying_like(jnp.zeros_like(m0), g_ms),
                                                       zero_grads),
                                          chunks, reverse=True)
@@ -314,7 +317,19 @@ def _core_bwd(activation_name, chunk, unroll, compute_dtype, store, residuals, g
     return (summed_like(grads, w), summed_like(d_traces, traces), summed_like(g0, m0))
 
 
-_core_vjp.defvjp(_core_fwd, _core_bwd)
+# The custom backward is attached as the transpose of a tangent map
+# (`elm_jax.backends.forward_mode`): `jax.grad` runs `_core_bwd`'s own loops and
+# matmuls, and `jax.jvp` / `jax.jacfwd` work too.
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6, 7))
+def _core(w, traces, m0, activation, chunk, unroll, compute_dtype, store):
+    return _forward(w, traces, m0, activation, chunk, unroll, compute_dtype)
+
+
+@_core.defjvp
+def _core_jvp(activation, chunk, unroll, compute_dtype, store, primals, tangents):
+    ms, residuals = _core_fwd(*primals, activation, chunk, unroll, compute_dtype, store)
+    bwd = functools.partial(_core_bwd, activation, chunk, unroll, compute_dtype, store)
+    return ms, tangent_by_transposed_vjp(bwd, residuals, ms, tangents)
 
 
 def memory_core(w: CoreWeights, traces: jax.Array, m0: jax.Array, *, activation: str,
@@ -338,8 +353,8 @@ def memory_core(w: CoreWeights, traces: jax.Array, m0: jax.Array, *, activation:
     Returns: (time, batch, num_memory) memory m_t after each step.
     """
     if custom_backward:
-        return _core_vjp(w, traces, m0, activation, chunk, unroll, compute_dtype,
-                         bool(store_activations))
+        return _core(w, traces, m0, activation, chunk, unroll, compute_dtype,
+                     bool(store_activations))
     return _forward(w, traces, m0, activation, chunk, unroll, compute_dtype)
 
 
