@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 import elm_jax
-from elm_jax.routing import routing_table
 from reference_numpy import numpy_forward, numpy_routing
 
 REPO = Path(__file__).resolve().parents[1]

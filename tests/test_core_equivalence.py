@@ -12,7 +12,7 @@ import pytest
 import elm_jax
 from elm_jax.routing import routing_table
 from helpers import ROUTINGS, make_config, random_params, reference, require_shared
-from reference_numpy import numpy_forward, numpy_routing
+from reference_numpy import numpy_routing
 
 CASES = list(itertools.product(ROUTINGS, ("elm", "branch_elm"), (0, 1, 2), ("relu", "silu")))
 
