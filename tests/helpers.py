@@ -92,3 +92,23 @@ def teacher_task(config, batch=8, steps=30, seed=0, dtype=jnp.float32):
 def mean_predictor_mse(y):
     """MSE of the best constant prediction (the per-channel mean)."""
     return float(jnp.mean((y - y.mean(axis=(0, 1))) ** 2))
+
+
+def sin_loss(f):
+    """``(params, x) -> sum(sin(f(params, x)))``: a scalar loss with non-trivial gradients."""
+    import jax.numpy as jnp
+
+    return lambda p, x: jnp.sum(jnp.sin(f(p, x)))
+
+
+def sharded_outputs_and_grads(f, params, x, mesh):
+    """``f(params, x)`` and the gradient of `sin_loss(f)` computed data-parallel inside
+    `jax.shard_map` over `mesh` (axis ``"data"``): `x` (an array or `SpikeEvents`) split
+    over the batch, `params` replicated (their gradients come out summed over shards)."""
+    from jax.sharding import PartitionSpec as P
+
+    def local(p, xb):
+        return f(p, xb), jax.grad(sin_loss(f))(p, xb)
+
+    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P("data")),
+                                 out_specs=(P("data"), P())))(params, x)

@@ -19,9 +19,9 @@ SCRIPT = textwrap.dedent("""
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
     import numpy as np
-    from jax.sharding import Mesh, PartitionSpec as P
+    from jax.sharding import Mesh
     import elm_jax
-    from helpers import make_config, random_params
+    from helpers import make_config, random_params, sharded_outputs_and_grads, sin_loss
 
     assert len(jax.devices()) == 4, jax.devices()
     mesh = Mesh(np.array(jax.devices()), ("data",))
@@ -34,15 +34,11 @@ SCRIPT = textwrap.dedent("""
         for events in (False, True):
             xs = elm_jax.SpikeEvents.from_dense(x, dtype=np.float64) if events else jnp.asarray(x)
 
-            def loss(p, xb):
-                return jnp.sum(jnp.sin(elm_jax.apply(p, xb, config, backend=backend)))
+            def f(p, xb):
+                return elm_jax.apply(p, xb, config, backend=backend)
 
-            def local(p, xb):
-                return elm_jax.apply(p, xb, config, backend=backend), jax.grad(loss)(p, xb)
-
-            sharded = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P("data")),
-                                            out_specs=(P("data"), P())))
-            y, grads = sharded(params, xs)
+            loss = sin_loss(f)
+            y, grads = sharded_outputs_and_grads(f, params, xs, mesh)
             want_y = elm_jax.apply(params, xs, config, backend=backend)
             want_g = jax.grad(loss)(params, xs)
             dg = max(float(jnp.max(jnp.abs(a - b))) for a, b in

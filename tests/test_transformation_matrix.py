@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
 
 import elm_jax
 from elm_jax.core import varying_like
-from helpers import make_config, random_params
+from helpers import make_config, random_params, sharded_outputs_and_grads, sin_loss
 
 CONFIG = make_config("random", "branch_elm", 1, "silu", learn_memory_tau=True)
 
@@ -61,34 +61,24 @@ PATHS = {"scan": _apply("scan"), "hoisted": _apply("hoisted"),
          "NNXELM": _nnx}
 
 
-def _loss(f):
-    return lambda p, x: jnp.sum(jnp.sin(f(p, x)))
-
-
 def _hvp(f, p, x, v):
-    return jax.jvp(lambda q: jax.grad(_loss(f))(q, x), (p,), (v,))[1]
+    return jax.jvp(lambda q: jax.grad(sin_loss(f))(q, x), (p,), (v,))[1]
 
 
 def _shard_map(f, p, x):
-    mesh = Mesh(np.array(jax.devices()[:1]), ("data",))
-
-    def local(q, xb):
-        return f(q, xb), jax.grad(_loss(f))(q, xb)
-
-    return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P("data")),
-                                 out_specs=(P("data"), P())))(p, x)
+    return sharded_outputs_and_grads(f, p, x, Mesh(np.array(jax.devices()[:1]), ("data",)))
 
 
 TRANSFORMS = {
     "jit": lambda f, p, x, v: jax.jit(f)(p, x),
-    "grad": lambda f, p, x, v: jax.grad(_loss(f), argnums=(0, 1))(p, x),
+    "grad": lambda f, p, x, v: jax.grad(sin_loss(f), argnums=(0, 1))(p, x),
     "vmap_inputs": lambda f, p, x, v: jax.vmap(f, in_axes=(None, 0))(p, jnp.stack([x, 2 * x])),
     "vmap_params": lambda f, p, x, v: jax.vmap(f, in_axes=(0, None))(
         jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), p, v), x),
     "jvp": lambda f, p, x, v: jax.jvp(f, (p, x), (v, x))[1],
     "jacfwd": lambda f, p, x, v: jax.jacfwd(f, argnums=1)(p, x),
     "hvp": _hvp,
-    "checkpoint": lambda f, p, x, v: jax.grad(jax.checkpoint(_loss(f)))(p, x),
+    "checkpoint": lambda f, p, x, v: jax.grad(jax.checkpoint(sin_loss(f)))(p, x),
     "shard_map": lambda f, p, x, v: _shard_map(f, p, x),
 }
 

@@ -12,7 +12,8 @@ import pytest
 
 import elm_jax
 from elm_jax.jax_compat import jit_cache_size
-from helpers import make_config, mean_predictor_mse, random_params, teacher_task
+from helpers import (make_config, mean_predictor_mse, random_params, sharded_outputs_and_grads,
+                     sin_loss, teacher_task)
 
 
 @pytest.mark.parametrize("variant,routing", [("elm", "neuronio"), ("branch_elm", "random")])
@@ -155,7 +156,7 @@ def test_apply_inside_shard_map(x64, backend, events):
     # a data-parallel training step written with shard_map: per-shard outputs equal the
     # unsharded ones, and gradients of the replicated parameters (summed over shards by
     # JAX) equal the unsharded gradients -- also through the custom backward
-    from jax.sharding import Mesh, PartitionSpec as P
+    from jax.sharding import Mesh
 
     config = make_config("random", "branch_elm", 1, "relu")
     params = random_params(config, seed=13)
@@ -165,15 +166,11 @@ def test_apply_inside_shard_map(x64, backend, events):
     xs = elm_jax.SpikeEvents.from_dense(x, dtype=np.float64) if events else jnp.asarray(x)
     mesh = Mesh(np.array(devices), ("data",))
 
-    def loss(p, xb):
-        return jnp.sum(jnp.sin(elm_jax.apply(p, xb, config, backend=backend)))
+    def f(p, xb):
+        return elm_jax.apply(p, xb, config, backend=backend)
 
-    def local(p, xb):
-        return elm_jax.apply(p, xb, config, backend=backend), jax.grad(loss)(p, xb)
-
-    sharded = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P("data")),
-                                    out_specs=(P("data"), P())))
-    y, grads = sharded(params, xs)
+    loss = sin_loss(f)
+    y, grads = sharded_outputs_and_grads(f, params, xs, mesh)
     np.testing.assert_allclose(y, elm_jax.apply(params, xs, config, backend=backend),
                                atol=1e-12)
     for a, b in zip(jax.tree_util.tree_leaves(grads),
