@@ -38,3 +38,18 @@ def test_console_script_is_installed():
     assert result.returncode == 0
     for command in ("convert", "predict", "demo"):
         assert command in result.stdout
+
+
+def test_convert_and_predict_with_relative_paths(tmp_path, monkeypatch):
+    # the docs' commands use relative --out / --checkpoint (Orbax itself needs absolute)
+    from helpers import require_shared
+
+    ref = require_shared("reference", "num_memory_15")
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["convert", "--torch-checkpoint", str(ref / "neuronio_best_model_state.pt"),
+                     "--config", str(ref / "model_config.json"), "--out", "models/best"]) == 0
+    io = np.load(ref / "reference_io.npz")
+    np.save("x.npy", io["x"])
+    assert cli_main(["predict", "--checkpoint", "models/best", "--input", "x.npy",
+                     "--output", "y.npy"]) == 0
+    np.testing.assert_allclose(np.load("y.npy"), io["y"], atol=2e-5)

@@ -44,7 +44,7 @@ def save_model(directory: str | os.PathLike, config: ELMConfig, params: Params, 
       extra: optional JSON-serialisable metadata stored in config.json.
     Returns: the directory path.
     """
-    target = Path(directory)
+    target = Path(directory).absolute()  # Orbax needs absolute paths
     check_params(params, config)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
