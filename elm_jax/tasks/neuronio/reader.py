@@ -316,10 +316,9 @@ def _cache_one(path: Path, cache_dir: Path) -> Path:
 def prepare_cache(paths: Iterable[str | os.PathLike], cache_dir: str | os.PathLike, *,
                   workers: int | None = None, progress: bool = True) -> list[Path]:
     """Parse files into `cache_dir` ahead of training, `workers` processes in parallel
-    (default: the CPU count).  Unpickling costs ~0.1 s per simulation (a 128-simulation
-    file ~15 s), a cached file loads in ~1 ms per simulation; streaming straight from the
-    pickles keeps up with a training step only if a file parses faster than its
-    ``batches_per_file`` steps run.  Returns the cache files (existing valid ones are
+    (default: the CPU count).  Unpickling is far slower than loading the cache (see
+    ``python -m benchmarks loader``); streaming straight from the pickles keeps up with a
+    training step only if a file parses faster than its ``batches_per_file`` steps run.  Returns the cache files (existing valid ones are
     kept).  With `progress`, a line per file on stderr (``parsing NeuronIO: file 3/12
     (name) | ...``)."""
     paths = [Path(p) for p in paths]

@@ -59,11 +59,10 @@ class WindowSampler:
     State: none besides the file cache; `iterate(start)` resumes at any batch index, so
     a trainer checkpoints just the next index.
 
-    Speed (shared 2-core CPU, batch 8): ~25-45x the windows a jitted d_m=15 training
-    step consumes when cut from memory, ~11-15x when streaming `cache_dir` files (the
-    step never waited: 0.01 s over 40 steps), but only ~0.15-0.25x straight from the pickles
-    (unpickling ~0.1 s per simulation dominates); so give a `cache_dir` (built ahead with
-    `prepare_cache`) for real training.
+    Speed: cutting windows from memory or from `cache_dir` files keeps well ahead of a
+    training step, streaming straight from the pickles does not (unpickling dominates):
+    give a `cache_dir` (built ahead with `prepare_cache`) for real training.  Measured
+    rates: ``python -m benchmarks loader`` and docs/neuronio.md.
     """
 
     def __init__(self, sources: Sequence[str | os.PathLike | NeuronIOData], *, seed: int = 0,

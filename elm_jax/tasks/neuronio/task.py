@@ -11,7 +11,7 @@ under ``~/.cache/elm_jax`` named by the teacher settings).  Split as published: 
 Training batches: random 500-ms windows (`WindowSampler`), ``x`` (batch, 500, 1278)
 int8 (``task.input_format=dense``) or, by default, the same input as an
 `elm_jax.SpikeEvents` (``task.input_format=events``: the routing then costs per spike
-instead of per input entry, ~20x less at NeuronIO's ~0.2 % density; the results equal
+instead of per input entry, a large saving at NeuronIO's ~0.2 % density; the results equal
 the dense input's up to float rounding), ``y`` (batch, 500, 2) = (spike 0/1, soma scaled
 as (v - (-67.7)) * 0.1 with v capped at -55 mV).  Loss: 0.5 * BCE(spike logit) + 0.5 *
 MSE(soma), after the optional burn-in (``train.burn_in``).  Validation/test batches:
@@ -49,8 +49,8 @@ class NeuronIOTaskConfig:
     Attributes:
       data_dir: root of NeuronIO files in the published folder layout; empty: use the
         teacher neuron's data (generated on first use).
-      cache_dir: `.npz` cache of parsed files: unpickling a NeuronIO file costs ~0.1 s
-        per simulation and the training sampler revisits files, so parsed files are
+      cache_dir: `.npz` cache of parsed files: unpickling a NeuronIO file is slow and
+        the training sampler revisits files, so parsed files are
         cached (atomically, keyed by path, checked against size and mtime).  Empty
         (default): ``$ELM_JAX_CACHE/neuronio-npz`` (else ``~/.cache/elm_jax/...``);
         ``"none"``: no cache.
