@@ -111,13 +111,18 @@ def apply(params: Params, x: jax.Array, config: ELMConfig, *, backend: str = "au
       state when requested, as a tuple.
 
     `apply` is jit-compiled with `config`, `backend` and the options static; it also
-    composes with an outer `jax.jit`, `jax.grad`, `jax.vmap` and `jax.shard_map`
-    (`jax.jvp` is not supported through the custom-VJP backends, see docs/backends.md).
+    composes with an outer `jax.jit`, `jax.grad`, `jax.vmap`, `jax.jvp` and
+    `jax.shard_map` (the transformations each backend supports: docs/backends.md).
+    An input without time steps or without sequences (T = 0 or batch = 0) is refused
+    with a ValueError on every backend.
     """
     if is_events(x):
         check_events(x, config.num_input)
     else:
         check_input(x, config, "x", "(batch, time, num_input)", 3)
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"x: expected at least one sequence and one time step, got shape "
+                         f"{tuple(x.shape)} (batch, time, num_input)")
     backend = resolve_backend(backend, config)
     options = resolve_options(backend, options, unroll=unroll, remat=remat,
                               chunk_size=chunk_size, compute_dtype=compute_dtype,

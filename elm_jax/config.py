@@ -36,6 +36,26 @@ _REFERENCE_ROUTING_NAMES = {
 }
 
 
+#: Largest accepted memory_tau_max (ms); see `ELMConfig._validate`.
+MAX_MEMORY_TAU = 1e10
+
+
+def _table_entries(values) -> tuple[int, ...]:
+    """`routing_table` as a tuple of ints; a non-integral entry (e.g. -0.5) is an error,
+    never truncated."""
+    entries = []
+    for k, value in enumerate(values):
+        try:
+            ok = not isinstance(value, bool) and float(value) == int(value)
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            _fail("routing_table", f"<entry {k}: {value!r}>",
+                  "integer input indices (or -1 for an empty slot)")
+        entries.append(int(value))
+    return tuple(entries)
+
+
 def _fail(field: str, value: Any, expected: str) -> None:
     raise ValueError(f"ELMConfig.{field}={value!r} is invalid: expected {expected}")
 
@@ -55,7 +75,8 @@ class ELMConfig:
       tau_s: time constant (ms) of the synaptic / branch traces (fixed, not learned).
         The reference calls it ``tau_s_value`` (v1) or ``tau_b_value`` (v2).
       memory_tau_min, memory_tau_max: bounds (ms) of the memory time constants; tau_m
-        is initialised log-spaced over this range and, if learned, stays inside it.
+        is initialised log-spaced over this range and, if learned, stays inside it
+        (memory_tau_max at most `MAX_MEMORY_TAU` = 1e10 ms).
       learn_memory_tau: whether tau_m is trainable (reference default: False).
       w_s_value: initial synapse weight (w_s = relu(w_s_raw) >= 0).
       num_branch: number of dendritic branches ``d_tree``; ``None`` means ``num_input``.
@@ -104,8 +125,8 @@ class ELMConfig:
             object.__setattr__(self, "mlp_hidden_size", 2 * _as_int(self.num_memory))
         if self.num_branch is None:
             object.__setattr__(self, "num_branch", _as_int(self.num_input))
-        if self.routing_table is not None and not isinstance(self.routing_table, tuple):
-            object.__setattr__(self, "routing_table", tuple(int(i) for i in self.routing_table))
+        if self.routing_table is not None:
+            object.__setattr__(self, "routing_table", _table_entries(self.routing_table))
         self._validate()
 
     # ------------------------------------------------------------------ derived sizes
@@ -136,6 +157,11 @@ class ELMConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value) or value <= 0:
                 _fail(name, value, "a finite number > 0")
+        if self.memory_tau_max > MAX_MEMORY_TAU:
+            _fail("memory_tau_max", self.memory_tau_max,
+                  f"at most {MAX_MEMORY_TAU:g} ms (larger values leave no float64 room "
+                  f"between the log-spaced time constants and the bound: the parameters "
+                  f"become infinite)")
         if self.memory_tau_min >= self.memory_tau_max:
             _fail("memory_tau_min", self.memory_tau_min,
                   f"a value below memory_tau_max={self.memory_tau_max!r}")
@@ -206,7 +232,7 @@ class ELMConfig:
             raise ValueError(f"ELMConfig has no field(s) {unknown}; valid fields: {sorted(names)}")
         data = dict(data)
         if data.get("routing_table") is not None:
-            data["routing_table"] = tuple(int(i) for i in data["routing_table"])
+            data["routing_table"] = _table_entries(data["routing_table"])
         return cls(**data)
 
     @classmethod

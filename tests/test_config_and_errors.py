@@ -148,3 +148,34 @@ def test_init_matches_reference_initialisation():
     bound = 1 / np.sqrt(52)
     assert first.shape == (52, 20) and np.abs(first).max() <= bound
     assert np.abs(first).max() > 0.9 * bound  # uniform over the whole range
+
+
+def test_routing_table_entries_must_be_integers():
+    base = dict(num_input=4, num_output=1, num_memory=2, num_branch=2,
+                num_synapse_per_branch=2, routing="random")
+    with pytest.raises(ValueError, match=r"routing_table='<entry 2: -0.5>'.*integer"):
+        ELMConfig(**base, routing_table=[0, 1, -0.5, 2])
+    with pytest.raises(ValueError, match="routing_table.*integer"):
+        ELMConfig(**base, routing_table=[0, 1, "a", 2])
+    # integral floats and NumPy integers are the same table, and survive a round trip
+    config = ELMConfig(**base, routing_table=np.array([0, 1, -1, 3]))
+    assert config.routing_table == (0, 1, -1, 3)
+    assert ELMConfig(**base, routing_table=[0.0, 1.0, -1.0, 3.0]) == config
+    assert ELMConfig.from_dict(config.to_dict()) == config
+
+
+def test_memory_tau_max_that_would_overflow_the_parameters_is_refused():
+    with pytest.raises(ValueError, match=r"memory_tau_max=1000000000000.0 .*at most 1e\+10"):
+        ELMConfig(num_input=3, num_output=1, num_memory=6, memory_tau_max=1e12)
+    config = ELMConfig(num_input=3, num_output=1, num_memory=6, memory_tau_max=1e10)
+    params = elm_jax.init_params(jax.random.key(0), config)
+    assert np.isfinite(np.asarray(params["tau_m_raw"])).all()
+
+
+@pytest.mark.parametrize("backend", ["scan", "hoisted", "associative", "deer"])
+@pytest.mark.parametrize("shape", [(2, 0), (0, 5)])
+def test_empty_inputs_are_refused_the_same_on_every_backend(backend, shape):
+    config = ELMConfig(num_input=3, num_output=1, num_memory=4)
+    params = elm_jax.init_params(jax.random.key(0), config)
+    with pytest.raises(ValueError, match="at least one sequence and one time step"):
+        elm_jax.apply(params, jnp.zeros((*shape, 3)), config, backend=backend)
