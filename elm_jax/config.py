@@ -36,6 +36,21 @@ _REFERENCE_ROUTING_NAMES = {
 }
 
 
+#: The reference constructor's name of the trace time constant tells its code version:
+#: ``tau_s_value`` (v1 code, ``variant="elm"``), ``tau_b_value`` (v2, ``"branch_elm"``).
+REFERENCE_TRACE_KEYS = {"tau_s_value": "elm", "tau_b_value": "branch_elm"}
+
+
+def reference_trace_key(model_config: Mapping[str, Any]) -> str | None:
+    """The trace-constant key a reference ``model_config`` names (see
+    `REFERENCE_TRACE_KEYS`), or None; ValueError if it names both."""
+    named = [key for key in REFERENCE_TRACE_KEYS if key in model_config]
+    if len(named) > 1:
+        raise ValueError("reference model_config names both tau_s_value (v1 code) and "
+                         "tau_b_value (v2 code): expected one of them")
+    return named[0] if named else None
+
+
 #: Largest accepted memory_tau_max (ms); see `ELMConfig._validate`.
 MAX_MEMORY_TAU = 1e10
 
@@ -257,15 +272,11 @@ class ELMConfig:
         if unknown:
             raise ValueError(f"reference model_config has unknown key(s) {unknown}; "
                              f"known keys: {sorted(known)}")
-        if "tau_s_value" in model_config and "tau_b_value" in model_config:
-            raise ValueError("reference model_config has both tau_s_value (v1 code) and "
-                             "tau_b_value (v2 code): expected one of them")
-        implied = "branch_elm" if "tau_b_value" in model_config else "elm"
+        key = reference_trace_key(model_config)
+        implied = REFERENCE_TRACE_KEYS[key] if key else "elm"
         if variant is None:
             variant = implied
-        elif ("tau_s_value" in model_config or "tau_b_value" in model_config) \
-                and variant != implied:
-            key = "tau_b_value" if implied == "branch_elm" else "tau_s_value"
+        elif key and variant != implied:
             raise ValueError(f"variant={variant!r} contradicts the reference model_config: "
                              f"its {key} comes from the reference's "
                              f"{'v2' if implied == 'branch_elm' else 'v1'} code, "

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import jax.numpy as jnp
 import numpy as np
 
-from ..config import ELMConfig
+from ..config import REFERENCE_TRACE_KEYS, ELMConfig, reference_trace_key
 from ..params import Params, check_params, mlp_layer_sizes
 from .torch_pickle import read_torch_state_dict
 
@@ -24,8 +24,6 @@ _MLP_KEY = re.compile(r"^mlp\.network\.(\d+)\.(weight|bias)$")
 #: ``expressive_leaky_memory_neuron_v2.py``.  Their memory updates differ, so the key
 #: decides the variant.
 TRACE_KEY_VARIANTS = {"tau_s": "elm", "tau_b": "branch_elm"}
-#: The reference constructor's name of the trace time constant, per variant.
-_CONFIG_TRACE_KEYS = {"tau_s_value": "elm", "tau_b_value": "branch_elm"}
 _CODE_NAMES = {"elm": "v1 (expressive_leaky_memory_neuron.py, per-synapse tau_s)",
                "branch_elm": "v2 (expressive_leaky_memory_neuron_v2.py, per-branch tau_b)"}
 
@@ -73,13 +71,10 @@ def _config_for(config: ELMConfig | Mapping[str, Any], variant: str, path: Path
                             f"variant={variant!r}, but the config has "
                             f"variant={config.variant!r}")
         return config
-    named = [key for key in _CONFIG_TRACE_KEYS if key in config]
-    if len(named) > 1:
-        raise ValueError(f"reference model_config names both {named}: tau_s_value belongs "
-                         f"to the v1 code, tau_b_value to the v2 code")
-    if named and _CONFIG_TRACE_KEYS[named[0]] != variant:
-        raise _mismatch(path, f"the model_config names {named[0]!r} (reference "
-                        f"{_CODE_NAMES[_CONFIG_TRACE_KEYS[named[0]]]} code) but the "
+    key = reference_trace_key(config)
+    if key and REFERENCE_TRACE_KEYS[key] != variant:
+        raise _mismatch(path, f"the model_config names {key!r} (reference "
+                        f"{_CODE_NAMES[REFERENCE_TRACE_KEYS[key]]} code) but the "
                         f"checkpoint was written by the {_CODE_NAMES[variant]} code")
     return ELMConfig.from_reference(config, variant=variant)
 

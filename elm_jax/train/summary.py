@@ -28,16 +28,14 @@ OUTPUT_LABELS = {"report": "report", "metrics": "metrics log", "curves": "plots"
                  "tensorboard": "tensorboard"}
 
 
-def _number(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.6g}" if math.isfinite(value) else str(value)
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.6g}"
+    return str(value)
 
 
 def metric_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
