@@ -95,6 +95,36 @@ class SpikeDataset:
     meta_info: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
     attrs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
+    @classmethod
+    def from_samples(cls, times: Sequence[np.ndarray], units: Sequence[np.ndarray],
+                     labels: Sequence[int], speakers: Sequence[int] | None = None,
+                     **kw: Any) -> SpikeDataset:
+        """A `SpikeDataset` of per-sample arrays: `times` (n_i,) seconds (cast to
+        float32), `units` (n_i,) channels (cast to uint16), `labels` (N,), `speakers`
+        (N,) (default -1); `kw`: the other fields (``source``, ``class_names`` default
+        ``class-k`` up to the largest label, ...)."""
+        n = len(labels)
+        if len(times) != n or len(units) != n:
+            raise ValueError(f"times, units and labels differ in length: {len(times)}, "
+                             f"{len(units)}, {n}")
+        counts = np.array([np.size(t) for t in times], np.int64)
+        if any(np.size(u) != c for u, c in zip(units, counts)):
+            raise ValueError("a sample has different numbers of times and units")
+        labels = np.asarray(labels, np.int64).reshape(n)
+        kw.setdefault("source", "memory")
+        kw.setdefault("class_names", tuple(
+            f"class-{k}" for k in range(int(labels.max()) + 1 if n else 0)))
+        return cls(
+            times=(np.concatenate([np.asarray(t, np.float32).reshape(-1) for t in times])
+                   if n else np.zeros(0, np.float32)),
+            units=(np.concatenate([np.asarray(u).reshape(-1) for u in units]).astype(np.uint16)
+                   if n else np.zeros(0, np.uint16)),
+            offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            labels=labels,
+            speakers=(np.full(n, -1, np.int64) if speakers is None
+                      else np.asarray(speakers, np.int64).reshape(n)),
+            **kw)
+
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
