@@ -36,14 +36,17 @@ from .backends.scan import (AUTO_REMAT_MIN_STEPS, REMAT_MODES, default_chunk_siz
 from .config import ELMConfig
 from .core import (ELMState, check_input, check_state, initial_state, matmul, prepare,
                    readout, synapse_weights, varying_like)
-from .events import branch_drive, check_events, is_events
+from .events import check_events, is_events
+from .input_paths import (INPUT_PATHS, final_branch_traces, fold, matrix_drive,
+                          resolve_input_path, structured_drive)
 from .params import Params
 from .routing import route_to_synapses
 
 BACKENDS = ("auto", "scan", "hoisted", "associative", "deer")
 
 # re-exported for callers of the earlier layout (the rules live in elm_jax.backends)
-__all__ = ["AUTO_REMAT_MIN_STEPS", "BACKENDS", "HOISTED_CHUNK_FLOATS", "REMAT_MODES",
+__all__ = ["AUTO_REMAT_MIN_STEPS", "BACKENDS", "HOISTED_CHUNK_FLOATS", "INPUT_PATHS",
+           "REMAT_MODES",
            "apply", "default_chunk_size", "hoisted_chunk_size", "resolve_backend",
            "resolve_remat"]
 
@@ -70,10 +73,10 @@ def _run_backend(backend, dyn, drive, initial, config, options) -> tuple:
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "config", "backend", "options", "return_states", "return_final_state", "unroll",
-    "remat", "chunk_size", "compute_dtype", "custom_backward", "deer_options"))
+    "config", "backend", "input_path", "options", "return_states", "return_final_state",
+    "unroll", "remat", "chunk_size", "compute_dtype", "custom_backward", "deer_options"))
 def apply(params: Params, x: jax.Array, config: ELMConfig, *, backend: str = "auto",
-          options: Any = None, initial: ELMState | None = None,
+          input_path: str = "auto", options: Any = None, initial: ELMState | None = None,
           return_states: bool = False, return_final_state: bool = False,
           unroll: int | None = None, remat: str | None = None,
           chunk_size: int | None = None, compute_dtype: Any = None,
@@ -89,6 +92,13 @@ def apply(params: Params, x: jax.Array, config: ELMConfig, *, backend: str = "au
       backend: ``"auto"``, ``"scan"``, ``"hoisted"``, ``"associative"`` or ``"deer"``
         (see the module docstring); ``"auto"`` is resolved before the options are
         checked.
+      input_path: how the input reaches the memory update (`elm_jax.input_paths`):
+        ``"matrix"`` (dense routing matrix), ``"structured"`` (routing by its
+        structure: a scale or a gather), ``"folded"`` (routing, w_s and the trace half
+        of the first layer as one input projection, traces in the hidden space) or
+        ``"auto"`` (default: the cheapest for `config` and the input by
+        `elm_jax.input_paths.input_path_costs`).  All are exact; every backend takes
+        every path.
       options: the backend's options object: `elm_jax.backends.ScanOptions`,
         `elm_jax.backends.HoistedOptions` (hoisted, associative) or
         `elm_jax.backends.DeerOptions`; None: the defaults (or the legacy keywords).
@@ -127,21 +137,38 @@ def apply(params: Params, x: jax.Array, config: ELMConfig, *, backend: str = "au
     options = resolve_options(backend, options, unroll=unroll, remat=remat,
                               chunk_size=chunk_size, compute_dtype=compute_dtype,
                               custom_backward=custom_backward, deer_options=deer_options)
+    path = resolve_input_path(input_path, config, x)
     dyn = prepare(params, config)
+    w_s = synapse_weights(params)
     dtype = dyn.input_matrix.dtype
     batch = x.shape[0]
     if initial is None:
         initial = initial_state(config, (batch,), dtype)
     else:
         check_state(initial, config, batch)
-    if is_events(x):
-        drive = branch_drive(x, dyn.input_matrix)  # (T, B, nb)
-    else:
-        # route batch-major and transpose the (narrow) result, not the (wide) input
+    if not is_events(x):
         x = jnp.asarray(x, dtype)
-        drive = jnp.swapaxes(matmul(x, dyn.input_matrix, options.compute_dtype), 0, 1)
-    initial = varying_like(initial, drive)  # inside shard_map: the carry varies like x
-    final, traces, memory = _run_backend(backend, dyn, drive, initial, config, options)
+    run_dyn, run_initial = dyn, initial
+    if path == "folded":  # traces in the first layer's hidden space: p_t = b_t @ W_b
+        run_dyn = fold(dyn, w_s, config)
+        drive = matrix_drive(x, run_dyn.input_matrix, options.compute_dtype)  # (T, B, h1)
+        trace_kernel = dyn.mlp[0]["kernel"][:config.num_branch]
+        run_initial = initial._replace(
+            branch_traces=matmul(initial.branch_traces, trace_kernel, options.compute_dtype))
+    elif path == "structured":
+        drive = structured_drive(x, w_s, dyn, config)  # (T, B, nb)
+    else:
+        drive = matrix_drive(x, dyn.input_matrix, options.compute_dtype)  # (T, B, nb)
+    run_initial = varying_like(run_initial, drive)  # inside shard_map: varies like x
+    final, traces, memory = _run_backend(backend, run_dyn, drive, run_initial, config,
+                                         options)
+    if path == "folded" and return_states:  # the branch traces, only when asked for
+        traces = linear_recurrence(dyn.trace_decay, structured_drive(x, w_s, dyn, config),
+                                   varying_like(initial.branch_traces, drive))
+    if path == "folded" and return_final_state:
+        last = traces[-1] if return_states else final_branch_traces(
+            x, w_s, initial.branch_traces, dyn.trace_decay, config)
+        final = final._replace(branch_traces=last)
     # read out time-major and transpose the (small) outputs, not the memory
     y = jnp.swapaxes(readout(dyn, memory, options.compute_dtype), 0, 1)
     outputs: list[Any] = [y]
@@ -150,7 +177,7 @@ def apply(params: Params, x: jax.Array, config: ELMConfig, *, backend: str = "au
                   "branch_traces": jnp.swapaxes(traces, 0, 1)}
         if config.variant == "elm":
             dense = x.to_dense().astype(dtype) if is_events(x) else x
-            weighted = route_to_synapses(dense, config) * synapse_weights(params)
+            weighted = route_to_synapses(dense, config) * w_s
             states["synapse_traces"] = linear_recurrence(dyn.trace_decay, weighted,
                                                          time_axis=1)
         outputs.append(states)

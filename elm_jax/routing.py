@@ -5,10 +5,11 @@ num_synapse_per_branch``; entry ``j`` is the input index feeding synapse ``j`` o
 for an empty slot.  Synapse ``j`` belongs to branch ``j // num_synapse_per_branch``.
 
 Because the synaptic traces are linear and share one time constant, the per-branch sum
-of per-synapse traces equals a trace of the per-branch sum of weighted inputs.  The
-model therefore never gathers inputs per synapse inside the recurrence: it multiplies
-the input by a dense ``(num_input, num_branch)`` matrix built once per call from the
-synapse weights (`branch_input_matrix`).
+of per-synapse traces equals a trace of the per-branch sum of weighted inputs, so the
+model keeps one trace per branch.  The per-branch input ``x_t @ R`` is computed either
+with the dense ``(num_input, num_branch)`` matrix ``R`` (`branch_input_matrix`) or by
+the table's structure (`route`: a scale for identity routing, a gather and a
+per-branch sum for sparse tables); `elm_jax.input_paths` picks one.
 """
 
 from __future__ import annotations
@@ -76,6 +77,32 @@ def _build_routing_table(config: ELMConfig) -> np.ndarray:
     return np.where(valid, table, -1).astype(np.int32)
 
 
+@functools.lru_cache(maxsize=64)
+def routing_arrays(config: ELMConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The routing table as three (num_synapse,) arrays: the input index of each synapse
+    (0 for empty slots), its branch, and whether it is fed (``table >= 0``)."""
+    table = routing_table(config)
+    valid = table >= 0
+    branches = np.arange(config.num_synapse) // config.num_synapse_per_branch
+    arrays = (np.where(valid, table, 0).astype(np.int32), branches.astype(np.int32), valid)
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
+
+@functools.lru_cache(maxsize=64)
+def is_identity_routing(config: ELMConfig) -> bool:
+    """True when synapse ``i`` is input ``i`` and the only synapse of branch ``i``
+    (``routing="none"``): then ``x_t @ R`` is the elementwise ``x_t * w_s``."""
+    return (config.num_synapse_per_branch == 1 and config.num_branch == config.num_input
+            and np.array_equal(routing_table(config), np.arange(config.num_input)))
+
+
+def num_routed_synapses(config: ELMConfig) -> int:
+    """Synapse slots fed by an input (non-empty table entries)."""
+    return int(routing_arrays(config)[2].sum())
+
+
 def branch_input_matrix(w_s: jnp.ndarray, config: ELMConfig) -> jnp.ndarray:
     """Dense matrix ``R`` with ``x_t @ R`` = per-branch sum of ``w_s * routed inputs``.
 
@@ -86,13 +113,33 @@ def branch_input_matrix(w_s: jnp.ndarray, config: ELMConfig) -> jnp.ndarray:
       w_s: (num_synapse,) non-negative synapse weights.
     Returns: (num_input, num_branch) matrix in the dtype of `w_s`.
     """
-    table = routing_table(config)
-    valid = table >= 0
-    inputs = np.where(valid, table, 0)
-    branches = np.arange(config.num_synapse) // config.num_synapse_per_branch
+    inputs, branches, valid = routing_arrays(config)
     weights = jnp.where(jnp.asarray(valid), w_s, jnp.zeros_like(w_s))
     matrix = jnp.zeros((config.num_input, config.num_branch), dtype=w_s.dtype)
     return matrix.at[inputs, branches].add(weights)
+
+
+def route(x: jnp.ndarray, w_s: jnp.ndarray, config: ELMConfig) -> jnp.ndarray:
+    """``x @ R`` by the table's structure, without the dense matrix.
+
+    Identity routing is the elementwise ``x * w_s``; any other table gathers the input
+    of every synapse slot, weights it and sums each branch's slots (``num_synapse``
+    multiply-adds per token instead of ``num_input * num_branch``; the gradient with
+    respect to `w_s` costs the same).
+
+    Args:
+      x: (..., num_input).
+      w_s: (num_synapse,) synapse weights.
+    Returns: (..., num_branch) in the dtype of `w_s`.
+    """
+    x = x.astype(w_s.dtype)
+    if is_identity_routing(config):
+        return x * w_s
+    inputs, _, valid = routing_arrays(config)
+    weights = jnp.where(jnp.asarray(valid), w_s, jnp.zeros_like(w_s))
+    gathered = jnp.take(x, jnp.asarray(inputs), axis=-1) * weights
+    return gathered.reshape(*x.shape[:-1], config.num_branch,
+                            config.num_synapse_per_branch).sum(-1)
 
 
 def route_to_synapses(x: jnp.ndarray, config: ELMConfig) -> jnp.ndarray:
@@ -104,7 +151,6 @@ def route_to_synapses(x: jnp.ndarray, config: ELMConfig) -> jnp.ndarray:
       x: (..., num_input).
     Returns: (..., num_synapse).
     """
-    table = routing_table(config)
-    valid = jnp.asarray(table >= 0)
-    gathered = jnp.take(x, jnp.asarray(np.maximum(table, 0)), axis=-1)
-    return jnp.where(valid, gathered, jnp.zeros_like(gathered))
+    inputs, _, valid = routing_arrays(config)
+    gathered = jnp.take(x, jnp.asarray(inputs), axis=-1)
+    return jnp.where(jnp.asarray(valid), gathered, jnp.zeros_like(gathered))

@@ -56,7 +56,8 @@ from ..core import (Dynamics, ELMState, check_input, check_state, initial_state,
 from .forward_mode import tangent_by_transposed_vjp
 from .hoisted import hoisted_backend
 from .linear import linear_recurrence
-from .mlp import TANH_SCALE, MemoryWeights, activation, memory_update, scaled_tanh_grad
+from .mlp import (TANH_SCALE, MemoryWeights, activation, memory_update, scaled_tanh_grad,
+                  split_first_layer)
 from .options import JACOBIANS, ON_FAILURE, DeerOptions, HoistedOptions
 
 __all__ = ["DeerInfo", "DeerNotConvergedError", "DeerOptions", "JACOBIANS", "ON_FAILURE",
@@ -112,7 +113,7 @@ def _jacobian_t(w: MemoryWeights, z_out: jax.Array, hidden: list, config: ELMCon
     """
     act_grad = activation(config.mlp_activation)[1]
     decay = w.memory_decay
-    rows = decay[:, None] * w.mlp[0]["kernel"][config.num_branch:]  # (d_in, h1)
+    rows = decay[:, None] * split_first_layer(w.mlp[0], config.num_branch)[1]  # (d_in, h1)
     for layer, z in zip(w.mlp[1:], hidden):
         rows = (rows * act_grad(z)[..., None, :]) @ layer["kernel"]  # (T, ..., d_in, h')
     jac_t = rows * (w.update_scale * scaled_tanh_grad(z_out))[..., None, :] + jnp.diag(decay)

@@ -48,7 +48,7 @@ from .chunks import pad_chunks, unchunk
 from .forward_mode import tangent_by_transposed_vjp
 from .linear import linear_recurrence
 from .mlp import (TANH_SCALE, TANH_SLOPE, activation, matmul, mlp_all_tokens, mlp_forward,
-                  tanh_unit_grad)
+                  split_first_layer, tanh_unit_grad)
 from .options import REMAT_TO_STORE, HoistedOptions
 
 
@@ -56,7 +56,9 @@ class CoreWeights(NamedTuple):
     """Differentiable inputs of the memory core.
 
     Attributes:
-      w_branch: (num_branch, h1) trace half of the first MLP layer.
+      w_branch: (num_branch, h1) trace half of the first MLP layer, or None when it is
+        folded into the input projection (the traces are then (..., h1) and enter the
+        first layer as they are; `elm_jax.input_paths`).
       w_memory: (num_memory, h1) memory half of the first MLP layer.
       bias: (h1,) first-layer bias.
       layers: tuple of (kernel (h_in, h_out), bias (h_out,)) for the later layers.
@@ -74,9 +76,8 @@ class CoreWeights(NamedTuple):
 
 def core_weights(dyn, config) -> CoreWeights:
     """Split `elm_jax.core.Dynamics` into `CoreWeights` (memory-feedback models only)."""
-    first = dyn.mlp[0]
-    nb = config.num_branch
-    return CoreWeights(first["kernel"][:nb], first["kernel"][nb:], first["bias"],
+    w_branch, w_memory, bias = split_first_layer(dyn.mlp[0], config.num_branch)
+    return CoreWeights(w_branch, w_memory, bias,
                        tuple((layer["kernel"], layer["bias"]) for layer in dyn.mlp[1:]),
                        dyn.memory_decay, dyn.update_scale)
 
@@ -181,8 +182,14 @@ def _jacobians(w: "CoreWeights", d_out: jax.Array, d_hidden: list) -> jax.Array:
     return d_out[..., :, None] * products + jnp.diag(w.decay)
 
 
+def _trace_pre(traces: jax.Array, w_branch: jax.Array | None, compute_dtype: Any) -> jax.Array:
+    """The traces' part of the first-layer pre-activation (as they are when folded)."""
+    return traces if w_branch is None else matmul(traces, w_branch, compute_dtype)
+
+
 def _mlp_macs(w: CoreWeights) -> int:
-    macs = (w.w_branch.shape[0] + w.w_memory.shape[0]) * w.w_memory.shape[1]
+    rows = w.w_memory.shape[0] + (0 if w.w_branch is None else w.w_branch.shape[0])
+    macs = rows * w.w_memory.shape[1]
     return macs + sum(int(k.shape[0]) * int(k.shape[1]) for k, _ in w.layers)
 
 
@@ -197,7 +204,7 @@ def _forward(w: CoreWeights, traces: jax.Array, m0: jax.Array, activation: str,
     scale = w.scale * TANH_SCALE
 
     def chunk_body(m, traces_c):
-        pre = matmul(traces_c, w.w_branch, compute_dtype) + w.bias
+        pre = _trace_pre(traces_c, w.w_branch, compute_dtype) + w.bias
 
         def step(m, pre_t):
             z, zs = mlp_forward(pre_t + matmul(m, w_memory, compute_dtype), w.layers,
@@ -242,7 +249,8 @@ def _core_bwd(activation_name, chunk, unroll, compute_dtype, store, residuals, g
         dec = w.decay * mprev_c
         if acts_c is None:
             # recompute the chunk's activations in parallel from the stored memory
-            z_out, zs = mlp_forward(mm(traces_c, w.w_branch) + mm(dec, w.w_memory) + w.bias,
+            first = _trace_pre(traces_c, w.w_branch, compute_dtype) + mm(dec, w.w_memory)
+            z_out, zs = mlp_forward(first + w.bias,
                                     w.layers, activation_name, compute_dtype)
             th = jnp.tanh(TANH_SLOPE * z_out)
         else:  # stored by the forward loop
@@ -291,7 +299,7 @@ def _core_bwd(activation_name, chunk, unroll, compute_dtype, store, residuals, g
             (tokens(a).T @ tokens(dz), dz.sum((0, 1)))
             for a, dz in zip(acts, dzs[1:]))
         new = CoreWeights(
-            w_branch=tokens(traces_c).T @ tokens(dz1),
+            w_branch=None if w.w_branch is None else tokens(traces_c).T @ tokens(dz1),
             w_memory=tokens(dec).T @ tokens(dz1),
             bias=dz1.sum((0, 1)),
             layers=layer_grads,
@@ -299,7 +307,7 @@ def _core_bwd(activation_name, chunk, unroll, compute_dtype, store, residuals, g
             scale=(big_g * dm).sum((0, 1)),
         )
         grads = jax.tree_util.tree_map(jnp.add, grads, new)
-        d_traces = mm(dz1, w.w_branch.T)
+        d_traces = dz1 if w.w_branch is None else mm(dz1, w.w_branch.T)
         return (g, grads), d_traces
 
     # inside shard_map the accumulators meet per-shard data: make them vary like it

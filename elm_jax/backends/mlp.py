@@ -108,15 +108,35 @@ class MemoryWeights(NamedTuple):
     update_scale: jax.Array
 
 
+# Key of the first layer's memory half once the trace half is folded into the input
+# projection (`elm_jax.input_paths.fold`): a layer ``{FOLDED_KERNEL: (num_memory or 0,
+# h1), "bias": (h1,)}`` receives traces that are already ``b_t @ W_b`` (..., h1).
+FOLDED_KERNEL = "memory_kernel"
+
+
+def split_first_layer(layer: dict, num_branch: int) -> tuple:
+    """``(trace_kernel, memory_kernel, bias)`` of a first layer; ``trace_kernel`` is None
+    for a folded layer (see `FOLDED_KERNEL`).  ``trace_kernel``: (num_branch, h1),
+    ``memory_kernel``: (num_memory, h1), or (0, h1) without memory feedback."""
+    if FOLDED_KERNEL in layer:
+        return None, layer[FOLDED_KERNEL], layer["bias"]
+    kernel = layer["kernel"]
+    return kernel[:num_branch], kernel[num_branch:], layer["bias"]
+
+
 def first_layer(w: MemoryWeights, decayed: jax.Array | None, branch_traces: jax.Array,
                 num_branch: int, compute_dtype: Any = None) -> jax.Array:
     """First-layer pre-activation from the traces and (with feedback) ``kappa_m m``;
-    `decayed` None: the parallel ELM (the MLP sees the traces only)."""
-    kernel, bias = w.mlp[0]["kernel"], w.mlp[0]["bias"]
-    pre = matmul(branch_traces, kernel[:num_branch], compute_dtype) + bias
+    `decayed` None: the parallel ELM (the MLP sees the traces only).  For a folded
+    first layer the traces are already projected (``b_t @ W_b``)."""
+    trace_kernel, memory_kernel, bias = split_first_layer(w.mlp[0], num_branch)
+    if trace_kernel is None:
+        pre = branch_traces + bias
+    else:
+        pre = matmul(branch_traces, trace_kernel, compute_dtype) + bias
     if decayed is None:
         return pre
-    return pre + matmul(decayed, kernel[num_branch:], compute_dtype)
+    return pre + matmul(decayed, memory_kernel, compute_dtype)
 
 
 def memory_update(w: MemoryWeights, memory: jax.Array, branch_traces: jax.Array, config,
