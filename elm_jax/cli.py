@@ -12,9 +12,14 @@ import json
 import sys
 from pathlib import Path
 
+from .train.lock import WorkdirLocked
+
 #: Modules that add subcommands: each defines ``register(subparsers)``, which adds its
 #: parsers with ``set_defaults(func=...)``; a func returns the exit code.
 COMMAND_MODULES = ("elm_jax.train.cli", "elm_jax.tasks.neuronio.cli")
+#: Errors that are the user's (a bad argument, file or setting, a busy work directory):
+#: one line on stderr and exit code 2, no traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, WorkdirLocked)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except USER_ERRORS as err:
         print(f"elm-jax {args.command}: error: {err}", file=sys.stderr)
         return 2
 

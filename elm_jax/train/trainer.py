@@ -11,6 +11,8 @@ runs it in a work directory::
     WORKDIR/tb/              TensorBoard event files
     WORKDIR/curves.png       training and validation curves (refreshed during training)
     WORKDIR/report.json      test metrics, parameter count, wall time, throughput, outputs
+    WORKDIR/.lock            held while a process trains the run (`elm_jax.train.lock`):
+                             a second process on the same workdir is refused
 
 Exact resumption: the training batch of step ``s`` is ``TaskData.train_batch(s)`` and
 the dropout key is ``fold_in(key, s)``, so a run restored from the checkpoint of step
@@ -57,6 +59,7 @@ from ..tasks.run_config import (
     run_config_from_dict,
 )
 from .checkpointing import RunCheckpoints
+from .lock import LOCK_NAME, WorkdirLock
 from .observe import MetricsLog, Progress
 from .optim import make_optimizer
 from .parallel import batch_sharding, check_batch_size, make_mesh, put_batch, replicated
@@ -360,6 +363,13 @@ class Trainer:
         self._plot_future: Future | None = None
         self.train_step = None
         self.evaluator: Evaluator | None = None
+        self._lock: WorkdirLock | None = None
+
+    def _acquire_lock(self) -> WorkdirLock:
+        """Lock the work directory (`WorkdirLocked` naming the holder if another process
+        writes into it); one lock file per process of a multi-process run."""
+        name = LOCK_NAME if jax.process_count() == 1 else f"{LOCK_NAME}.{jax.process_index()}"
+        return WorkdirLock(self.workdir, name=name, command=self.command).acquire()
 
     # ------------------------------------------------------------------ setup
     def _prepare_workdir(self) -> dict[str, Any]:
@@ -430,7 +440,14 @@ class Trainer:
         """Train (or continue) the run; returns the report (also in report.json)."""
         t0 = time.perf_counter()
         cfg = self.run.train
-        r = self._start(t0)
+        try:
+            r = self._start(t0)
+            return self._loop(r, cfg, t0)
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _loop(self, r: _FitState, cfg: Any, t0: float) -> dict[str, Any]:
         old_handlers = self._install_signals()
         try:
             while r.step < cfg.steps:
@@ -458,6 +475,7 @@ class Trainer:
     def _start(self, t0: float) -> _FitState:
         """Data, optimizer, compiled steps, work directory and the (restored) state."""
         run, cfg, task = self.run, self.run.train, self.task
+        self._lock = self._acquire_lock()  # first: a busy workdir is refused at once
         data = task_data(task, run.task, cfg.seed)
         if (data.num_input, data.num_output) != (run.model.num_input, run.model.num_output):
             raise ValueError(f"task data has num_input={data.num_input}, num_output="
@@ -492,6 +510,9 @@ class Trainer:
         log = MetricsLog(self.workdir, resume_step=start, enabled=self.is_main)
         progress = Progress(cfg.steps, start, enabled=self.progress_enabled and self.is_main,
                             messages=self.is_main)
+        if self._lock.took_over:
+            progress.message(f"took over the stale lock of {self._lock.took_over} "
+                             f"(not running any more)")
         if start:
             progress.message(f"resuming {self.workdir} from step {start}")
         self._plot_pool, self._plot_future = ThreadPoolExecutor(max_workers=1), None
