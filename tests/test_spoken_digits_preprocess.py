@@ -200,6 +200,24 @@ def test_adding_sampler(data):
     assert labels.min() >= 0 and len(np.unique(labels)) > 10
 
 
+def test_prefetched_batches_equal_direct(data):
+    s = P.EpochSampler(data, batch_size=4, bin_ms=10, input_format="dense", dropout=0.5)
+    direct = list(s.batches(2, start=1))
+    ahead = list(s.batches(2, start=1, prefetch=3))
+    assert len(ahead) == len(direct) == s.num_batches - 1
+    for a, b in zip(ahead, direct):
+        np.testing.assert_array_equal(a["x"], b["x"])
+    gen = s.batches(0, prefetch=2)
+    next(gen)
+    gen.close()                                     # stops the producer thread
+
+    def broken():
+        yield s.batch(0, 0)
+        raise RuntimeError("reader failed")
+    with pytest.raises(RuntimeError, match="reader failed"):
+        list(P.prefetched(broken(), 2))
+
+
 def test_loader_throughput(data):
     for fmt in P.INPUT_FORMATS:
         s = P.EpochSampler(data, batch_size=8, bin_ms=2, input_format=fmt, dropout=0.5)

@@ -45,6 +45,8 @@ TFDS random-access source of `tfds_builder`).
 from __future__ import annotations
 
 import dataclasses
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
@@ -334,10 +336,12 @@ class _Sampler:
     def batch(self, epoch: int, i: int) -> Batch:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[Batch]:
-        """Batches ``start, ..., num_batches - 1`` of `epoch`."""
-        for i in range(start, self.num_batches):
-            yield self.batch(epoch, i)
+    def batches(self, epoch: int = 0, start: int = 0, prefetch: int = 0) -> Iterator[Batch]:
+        """Batches ``start, ..., num_batches - 1`` of `epoch`; with ``prefetch > 0``
+        made by a background thread up to `prefetch` batches ahead (NumPy releases
+        the GIL in the heavy parts, so batching overlaps a training step)."""
+        made = (self.batch(epoch, i) for i in range(start, self.num_batches))
+        return prefetched(made, prefetch) if prefetch > 0 else made
 
     def batch_at(self, step: int) -> Batch:
         """The batch of global step `step`: batch ``step % num_batches`` of epoch
@@ -441,6 +445,43 @@ class AddingSampler(_Sampler):
         target = labels[:, 0] % 10 + labels[:, 1] % 10
         key = [self.seed, 1, epoch if self.train else 0, i]
         return self._assemble(pairs, target, np.ones(self.batch_size, np.float32), key)
+
+
+def prefetched(items: Iterator[Any], size: int) -> Iterator[Any]:
+    """Iterate `items` produced by a daemon thread, at most `size` ahead; an exception
+    in the producer is re-raised here; closing the generator stops the thread."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, int(size)))
+    halt = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not halt.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if halt.is_set():
+                    return
+            q.put(done)
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer
+            q.put(err)
+
+    worker = threading.Thread(target=produce, daemon=True, name="spoken-digits-batches")
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        halt.set()
+        worker.join(timeout=5)
 
 
 def loader_throughput(sampler: _Sampler, num_batches: int = 20, epoch: int = 0) -> float:
