@@ -10,8 +10,10 @@ import importlib
 import importlib.util
 import json
 import sys
+import warnings
 from pathlib import Path
 
+from .fileio import UnverifiedFilesWarning
 from .train.lock import WorkdirLocked
 
 #: Modules that add subcommands: each defines ``register(subparsers)``, which adds its
@@ -79,9 +81,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .apply import apply
     from .checkpoints.model_dir import load_model
     from .config import ELMConfig
-    from .tasks.neuronio.synthetic_input import neuronio_like_spikes
     from .params import count_params, init_params
     from .plots import plot_run
+    from .tasks.neuronio.synthetic_input import neuronio_like_spikes
 
     if args.checkpoint:
         config, params = load_model(args.checkpoint)
@@ -155,11 +157,22 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``elm-jax`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except USER_ERRORS as err:
-        print(f"elm-jax {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except USER_ERRORS as err:
+            print(f"elm-jax {args.command}: error: {err}", file=sys.stderr)
+            return 2
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings (an unverified model directory, ...) as one line on stderr."""
+    if issubclass(category, UnverifiedFilesWarning):
+        print(f"elm-jax: warning: {message}", file=sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno, line),
+              file=sys.stderr, end="")
 
 
 if __name__ == "__main__":

@@ -4,9 +4,14 @@ Layout of a model directory::
 
     DIR/config.json   {"format": "elm_jax.model/1", "config": ELMConfig.to_dict()}
     DIR/params/       Orbax StandardCheckpointer tree of the parameter dict
+    DIR/manifest.json size and sha256 of every other file (`elm_jax.fileio`)
 
-`save_model` writes both into a temporary sibling directory and renames it into place,
-so a crash never leaves a half-written model at ``DIR``.
+`save_model` writes all three into a temporary sibling directory (the manifest last,
+once the parameters are on disk) and renames it into place, so a crash never leaves a
+half-written model at ``DIR``.  `load_model` checks every file against the manifest: a
+corrupt (e.g. flipped byte) or missing file raises `CorruptFilesError` (a ValueError)
+naming it; a directory without a manifest (written before manifests existed) loads
+with an `UnverifiedFilesWarning`.
 """
 
 from __future__ import annotations
@@ -21,6 +26,12 @@ from typing import Any
 import jax
 
 from ..config import ELMConfig
+from ..fileio import (
+    make_private_dir_public,
+    strict_json,
+    verify_manifest,
+    write_manifest,
+)
 from ..params import Params, check_params
 
 FORMAT = "elm_jax.model/1"
@@ -49,13 +60,15 @@ def save_model(directory: str | os.PathLike, config: ELMConfig, params: Params, 
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    staging = make_private_dir_public(
+        tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         meta = {"format": FORMAT, "config": config.to_dict(), **(extra or {})}
-        (staging / "config.json").write_text(json.dumps(meta, indent=1))
+        (staging / "config.json").write_text(strict_json(meta, indent=1))
         checkpointer = _checkpointer()
         checkpointer.save(staging / "params", jax.device_get(params))
         checkpointer.wait_until_finished()
+        write_manifest(staging)
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, old)
@@ -93,6 +106,9 @@ def load_model(directory: str | os.PathLike, config: ELMConfig | None = None
       config: if given, the stored config must equal it (ValueError naming the fields
         that differ otherwise).
     Returns: (config, params) with numpy-backed jax arrays on the default device.
+    Raises: ValueError for a directory that is not a model directory or whose config
+      differs; `CorruptFilesError` (a ValueError) naming the files that do not match
+      ``manifest.json``.
     """
     stored = read_model_config(directory)
     if config is not None and config != stored:
@@ -103,6 +119,7 @@ def load_model(directory: str | os.PathLike, config: ELMConfig | None = None
             diff.append("routing_table differs")
         raise ValueError(f"checkpoint {directory} was saved with another config: "
                          + "; ".join(diff))
+    verify_manifest(directory, "model directory")
     params_dir = Path(directory) / "params"
     try:
         restored = _checkpointer().restore(params_dir.absolute())

@@ -12,14 +12,35 @@ is written (then deletes checkpoints that fell out of the policies), so an inter
 or failed save leaves the previous checkpoints intact; the temporary directories of a
 crashed save are ignored when listing steps and removed when the manager is next
 created (``cleanup_tmp_directories``).
+
+Integrity: once a step is saved, ``<step>/manifest.json`` records the size and sha256
+of each of its files (`elm_jax.fileio.write_manifest`, written atomically after
+Orbax's rename).  `RunCheckpoints.restore_latest` (``--resume``) takes the newest
+checkpoint that is intact: one whose files do not match its manifest, or that Orbax
+cannot read (an empty step folder, a missing ``state`` item, truncated metadata), is
+skipped with a note naming it and moved to ``checkpoints.damaged/<step>`` (so that the
+resumed run can save that step again); only when no checkpoint is intact does it fail
+(`CorruptFilesError` naming each one and its files).  A checkpoint without a manifest
+(written by an earlier version, or by a process killed between Orbax's rename and the
+manifest) is used if Orbax reads it, with a note that it is unverified.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
+
+from ..fileio import (
+    CorruptFilesError,
+    format_problems,
+    manifest_problems,
+    write_manifest,
+)
 
 
 def _ocp():
@@ -72,7 +93,76 @@ class RunCheckpoints:
                                                         meta=ocp.args.JsonSave(meta)),
                           metrics=metrics, force=True)
         self.manager.wait_until_finished()
+        if jax.process_index() == 0:
+            write_manifest(self.step_dir(step))
         return True
+
+    def step_dir(self, step: int) -> Path:
+        """The directory of a saved step (Orbax's default step names: the number)."""
+        return self.directory / str(step)
+
+    def restore_latest(self, like: Any, check_meta: Callable[[dict, int], None] | None = None
+                       ) -> tuple[int, dict[str, Any], Any, list[str]] | None:
+        """Restore the newest intact checkpoint (see the module docstring).
+
+        Args:
+          like: the state structure, dtypes and shardings to restore into.
+          check_meta: called with ``(meta, step)`` before the state is restored; its
+            exceptions (e.g. a config mismatch) propagate: they are not damage.
+        Returns: ``(step, meta, state, notes)``, the notes being one line per skipped
+          (damaged) or unverified checkpoint; None when there is no checkpoint.
+        Raises: `CorruptFilesError` naming each checkpoint and what is wrong with it
+          when none is intact.
+        """
+        damaged: list[tuple[int, str]] = []
+        for step in reversed(self.steps()):
+            where = self.step_dir(step)
+            problems = manifest_problems(where)
+            if problems:
+                damaged.append((step, format_problems(problems)))
+                continue
+            try:
+                meta = self.restore_meta(step)
+            except Exception as err:  # noqa: BLE001 - Orbax raises many types on damage
+                damaged.append((step, _orbax_error(where, err)))
+                continue
+            if check_meta is not None:
+                check_meta(meta, step)
+            try:
+                state = self.restore_state(step, like)
+            except Exception as err:  # noqa: BLE001
+                damaged.append((step, _orbax_error(where, err)))
+                continue
+            notes = []
+            if problems is None:
+                notes.append(f"checkpoint {where} has no manifest.json (written by an "
+                             f"earlier version or interrupted): it is not verified")
+            if damaged:
+                aside = self._set_aside([s for s, _ in damaged])
+                skipped = [f"skipped damaged checkpoint {self.step_dir(s)} ({why}); moved "
+                           f"to {aside}" for s, why in damaged]
+                notes = [*skipped, f"resuming from the newest intact checkpoint, step {step}",
+                         *notes]
+            return step, meta, state, notes
+        if damaged:
+            raise CorruptFilesError(
+                f"no intact checkpoint in {self.directory}: " + " | ".join(
+                    f"step {s}: {why}" for s, why in damaged)
+                + "; delete the damaged ones (or the whole --workdir) to start again")
+        return None
+
+    def _set_aside(self, steps: list[int]) -> Path:
+        """Move damaged step directories to ``<directory>.damaged/`` (process 0)."""
+        aside = self.directory.with_name(self.directory.name + ".damaged")
+        if jax.process_index() == 0:
+            aside.mkdir(exist_ok=True)
+            for step in steps:
+                target = aside / str(step)
+                if target.exists():
+                    shutil.rmtree(target)
+                os.replace(self.step_dir(step), target)
+        self.manager.reload()
+        return aside
 
     def restore_meta(self, step: int) -> dict[str, Any]:
         ocp = _ocp()
@@ -89,3 +179,11 @@ class RunCheckpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _orbax_error(where: Path, err: Exception) -> str:
+    """A one-line description of why Orbax could not read a checkpoint."""
+    text = " ".join(str(err).split())
+    if len(text) > 300:
+        text = text[:300] + "..."
+    return f"{where} could not be read ({type(err).__name__}: {text})"

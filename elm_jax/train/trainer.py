@@ -325,6 +325,7 @@ class _FitState:
     last_loss: float | None = None
     status: str = "completed"
     clock: _Clock = dataclasses.field(default_factory=_Clock)
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def best_step(self) -> int | None:
@@ -493,16 +494,14 @@ class Trainer:
         self._prepare_workdir()
         ckpts = RunCheckpoints(self.workdir / "checkpoints", keep=cfg.keep_checkpoints,
                                best_metric=cfg.best_metric, best_mode=cfg.best_mode)
-        start, best = 0, None
+        start, best, notes = 0, None, []
         try:
-            latest = ckpts.latest_step() if self.resume else None
-            if latest is None and ckpts.steps():
+            if not self.resume and ckpts.steps():
                 raise FileExistsError(f"{self.workdir / 'checkpoints'} holds checkpoints; "
                                       f"pass --resume or choose another --workdir")
-            if latest is not None:
-                meta = ckpts.restore_meta(latest)
-                self._check_meta(meta, latest)
-                state = ckpts.restore_state(latest, state)
+            restored = ckpts.restore_latest(state, self._check_meta) if self.resume else None
+            if restored is not None:
+                latest, meta, state, notes = restored
                 start, best = int(latest), meta.get("best")
         except BaseException:
             ckpts.close()
@@ -511,8 +510,10 @@ class Trainer:
         progress = Progress(cfg.steps, start, enabled=self.progress_enabled and self.is_main,
                             messages=self.is_main)
         if self._lock.took_over:
-            progress.message(f"took over the stale lock of {self._lock.took_over} "
-                             f"(not running any more)")
+            notes.insert(0, f"took over the stale lock of {self._lock.took_over} (not "
+                            f"running any more)")
+        for note in notes:
+            progress.message(f"warning: {note}")
         if start:
             progress.message(f"resuming {self.workdir} from step {start}")
         self._plot_pool, self._plot_future = ThreadPoolExecutor(max_workers=1), None
@@ -520,7 +521,8 @@ class Trainer:
                          t0=t0, start=start, step=start, best=best,
                          tokens_per_step=cfg.batch_size * data.seq_len,
                          shard=batch_sharding(self.mesh),
-                         delay=float(os.environ.get(STEP_DELAY_ENV, "0") or 0))
+                         delay=float(os.environ.get(STEP_DELAY_ENV, "0") or 0),
+                         warnings=list(notes))
 
     def _train_once(self, r: _FitState) -> dict[str, jax.Array]:
         """One optimizer step (device metrics, not synchronised)."""
@@ -635,6 +637,8 @@ class Trainer:
             "num_params": count_params(run.model), "best_val": r.best,
             "devices": self.mesh.devices.size, "backend": jax.default_backend(),
         }
+        if r.warnings:
+            report["warnings"] = r.warnings
         if r.status == "completed":
             report.update(self._test(r))
         rate = r.clock.rate
