@@ -44,9 +44,9 @@ TFDS random-access source of `tfds_builder`).
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
-import queue
-import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
@@ -448,40 +448,24 @@ class AddingSampler(_Sampler):
 
 
 def prefetched(items: Iterator[Any], size: int) -> Iterator[Any]:
-    """Iterate `items` produced by a daemon thread, at most `size` ahead; an exception
-    in the producer is re-raised here; closing the generator stops the thread."""
-    q: queue.Queue = queue.Queue(maxsize=max(1, int(size)))
-    halt = threading.Event()
-    done = object()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not halt.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if halt.is_set():
-                    return
-            q.put(done)
-        except BaseException as err:  # noqa: BLE001 - handed to the consumer
-            q.put(err)
-
-    worker = threading.Thread(target=produce, daemon=True, name="spoken-digits-batches")
-    worker.start()
+    """Iterate `items`, each made by one worker thread up to `size` items ahead; an
+    exception in the producer is re-raised here; closing the generator cancels the
+    items not yet started."""
+    items = iter(items)
+    end = object()
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                 thread_name_prefix="spoken-digits")
+    ahead: collections.deque = collections.deque(
+        pool.submit(next, items, end) for _ in range(max(1, int(size))))
     try:
         while True:
-            item = q.get()
-            if item is done:
+            item = ahead.popleft().result()
+            if item is end:
                 return
-            if isinstance(item, BaseException):
-                raise item
+            ahead.append(pool.submit(next, items, end))
             yield item
     finally:
-        halt.set()
-        worker.join(timeout=5)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def loader_throughput(sampler: _Sampler, num_batches: int = 20, epoch: int = 0) -> float:
