@@ -1,4 +1,4 @@
-"""``python -m benchmarks {throughput,neuronio,memory,matmul,all,gpu,loader,cell}``.
+"""``python -m benchmarks {throughput,neuronio,shd,memory,matmul,all,gpu,loader,cell}``.
 
 Run from the repository root (the benchmarks are not part of the installed package).
 Each subcommand writes ``NAME.json``, ``NAME.md`` and (most) ``NAME.png`` under ``--out``
@@ -26,6 +26,8 @@ SPECS = {
                                  "batch; the d_m=150 T=16k training FLOP fraction"),
     "neuronio": ("neuronio", "NeuronIO training step: JAX ELM vs the PyTorch per-step "
                              "design vs Flax LSTM"),
+    "shd": ("shd", "SHD training step (the paper's ELM, 2-ms bins): JAX vs the PyTorch "
+                   "per-step design"),
     "memory": ("memory", "compiled temporary memory of a training step by remat mode "
                          "and T"),
     "matmul": ("matmul", "float32 matmul FLOP rate of this machine"),

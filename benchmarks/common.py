@@ -269,14 +269,15 @@ def measure_interleaved(fns: Mapping[str, Callable[[], Any]], *, reps: int = 5,
 
 
 # ----------------------------------------------------------------------------- steps
-def make_train_step(forward: Callable, loss: Callable, lr: float):
-    """A jitted Adam step ``(params, opt_state, x, *targets) -> (params, opt_state,
+def make_train_step(forward: Callable, loss: Callable, lr: float, optimizer: str = "adam"):
+    """A jitted optimizer step ``(params, opt_state, x, *targets) -> (params, opt_state,
     loss)`` for ``forward(params, x) -> y`` and ``loss(y, *targets) -> scalar``; params
-    and optimizer state are donated (updated in place).  Returns (step, optimizer)."""
+    and optimizer state are donated (updated in place).  `optimizer` names an optax
+    optimizer (``"adam"``, ``"adamax"``).  Returns (step, optimizer)."""
     import jax
     import optax
 
-    optimizer = optax.adam(lr)
+    optimizer = getattr(optax, optimizer)(lr)
 
     def step(params, opt_state, x, *targets):
         value, grads = jax.value_and_grad(lambda p: loss(forward(p, x), *targets))(params)
@@ -305,9 +306,9 @@ class Stepper:
 
 
 def build_train(forward: Callable, loss: Callable, lr: float, params: Any,
-                data: Sequence[Any]) -> tuple[Stepper, float]:
+                data: Sequence[Any], optimizer: str = "adam") -> tuple[Stepper, float]:
     """Compile `make_train_step` for these shapes; return (Stepper, compile seconds)."""
-    step, optimizer = make_train_step(forward, loss, lr)
+    step, optimizer = make_train_step(forward, loss, lr, optimizer)
     opt_state = optimizer.init(params)
     compiled, seconds = compile_timed(step, params, opt_state, *data)
     return Stepper(compiled, params, opt_state, data), seconds
@@ -342,6 +343,28 @@ def flops_per_token(config: Any) -> dict[str, float]:
     parts["forward"] = parts["routing_dense"] + parts["mlp"] + parts["readout"]
     parts["train"] = 3.0 * parts["forward"]
     return parts
+
+
+def input_path_flops(config: Any, input_path: str, events_per_step: float | None = None
+                     ) -> float:
+    """Forward matmul FLOPs per token as executed by one input path of `elm_jax.apply`
+    (2 per multiply-add): the input projection (``x @ R`` or, folded, ``x @ F``; for
+    events one gathered row per event: ``2 * width * events_per_step``), the MLP
+    (without its trace half when folded: it is inside ``F``) and the readout.  The
+    ``"structured"`` path counts its routing as ``2 * num_synapse`` (a gather/scale)."""
+    parts = flops_per_token(config)
+    nb, h1 = config.num_branch, config.mlp_hidden_size
+    mlp = parts["mlp"] - (2.0 * nb * h1 if input_path == "folded" else 0.0)
+    width = h1 if input_path == "folded" else nb
+    if events_per_step is not None:
+        routing = 2.0 * width * events_per_step
+    elif input_path == "folded":
+        routing = 2.0 * config.num_input * h1
+    elif input_path == "structured":
+        routing = parts["routing_synaptic"]
+    else:
+        routing = parts["routing_dense"]
+    return routing + mlp + parts["readout"]
 
 
 # ----------------------------------------------------------------------------- output

@@ -26,8 +26,9 @@ machine is shared):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -38,15 +39,20 @@ NAME = "neuronio_step"
 # name -> options of `elm_jax.apply`, plus "input": "events" to feed the batch as
 # `elm_jax.SpikeEvents` (built on the host once, as the NeuronIO sampler does; the
 # conversion time from a dense array is reported separately, not inside the step).
+# "matrix*" is the input path before issue 14 (the dense routing matrix R, and b_t @ W_b
+# per token), kept as the "before" of the comparison; "auto" picks the input path by
+# `elm_jax.input_paths` (folded for both published workloads).
 JAX_VARIANTS = {
     "auto": {},
+    "matrix": {"input_path": "matrix"},
     "scan": {"backend": "scan", "remat": "none"},
     "hoisted": {"backend": "hoisted"},
     "hoisted_unroll4": {"backend": "hoisted", "unroll": 4},
     "auto_events": {"input": "events"},
+    "matrix_events": {"input": "events", "input_path": "matrix"},
     "scan_events": {"backend": "scan", "remat": "none", "input": "events"},
 }
-DEFAULT_VARIANTS = ["auto", "scan", "hoisted", "auto_events", "scan_events"]
+DEFAULT_VARIANTS = ["auto", "matrix", "auto_events", "matrix_events", "scan_events"]
 
 
 def make_data(config, batch: int, steps: int, seed: int = 0):
@@ -67,6 +73,48 @@ def _loss_jax(y, spikes, soma):
     return 0.5 * bce + 0.5 * ((y[..., 1] - soma) ** 2).mean()
 
 
+def _loss_torch(y, spikes, soma):
+    import torch
+
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(y[..., 0], spikes)
+    return 0.5 * bce + 0.5 * ((y[..., 1] - soma) ** 2).mean()
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """What one training-step benchmark trains: data, loss and optimizer (the runner,
+    `run`, is shared by NeuronIO and SHD, `benchmarks.shd`).
+
+    Attributes:
+      name: output file stem.
+      title: markdown title.
+      make_data: ``(config, batch, steps, seed) -> (x, *targets)`` host arrays, x
+        (batch, steps, num_input) float32.
+      loss: JAX ``(y, *targets) -> scalar``; torch_loss: the same in torch.
+      optimizer: optax name (``"adam"``, ``"adamax"``); the torch optimizer matches it.
+      loss_text, input_text: descriptions for the report.
+      target: the training-step ratio over the PyTorch per-step design to reach.
+    """
+
+    name: str
+    title: str
+    make_data: Callable
+    loss: Callable
+    torch_loss: Callable
+    optimizer: str
+    loss_text: str
+    input_text: str
+    target: float = 50.0
+
+
+NEURONIO = Workload(
+    NAME, "NeuronIO training step (d_m = 15 Branch-ELM)",
+    lambda config, batch, steps, seed: make_data(config, batch, steps, seed),
+    lambda y, *t: _loss_jax(y, *t), lambda y, *t: _loss_torch(y, *t), "adam",
+    "0.5*BCE-with-logits(spike) + 0.5*MSE(soma), all steps",
+    "NeuronIO-like signed spikes, float32 dense or SpikeEvents (*_events settings)")
+
+
 def to_events(x: np.ndarray):
     """`elm_jax.SpikeEvents` of a dense host batch, on the device, and the host seconds."""
     import jax
@@ -79,7 +127,7 @@ def to_events(x: np.ndarray):
     return jax.device_put(events), seconds
 
 
-def build_jax_elm(config, params, data, lr, options, events=None):
+def build_jax_elm(config, params, data, lr, options, events=None, workload=NEURONIO):
     """Compiled JAX ELM training step (a `common.Stepper`), its compile seconds and a
     zero-argument forward callable; `data` holds host (NumPy) arrays, `events` the
     same input as device `SpikeEvents` (built here when needed and not given)."""
@@ -97,12 +145,13 @@ def build_jax_elm(config, params, data, lr, options, events=None):
     def forward(p, x):
         return apply(p, x, config, **options)
 
-    stepper, compile_s = common.build_train(forward, _loss_jax, lr, params, data)
+    stepper, compile_s = common.build_train(forward, workload.loss, lr, params, data,
+                                            workload.optimizer)
     fwd = jax.jit(forward)
     return stepper, compile_s, (lambda: fwd(params, data[0]))
 
 
-def build_breakdown(config, params, data, lr, events=None):
+def build_breakdown(config, params, data, lr, events=None, workload=NEURONIO):
     """Two parts of the JAX step, timed alongside it to show where the time goes:
 
     * ``routing_only``: the dense routing matmul ``x @ R`` (R: num_input x num_branch)
@@ -153,14 +202,15 @@ def build_breakdown(config, params, data, lr, events=None):
     def forward(p, xs):
         return apply(p, xs, small, backend="hoisted")
 
-    stepper, compile_s = common.build_train(forward, _loss_jax, lr, small_params,
-                                            (branch_x, *data[1:]))
+    stepper, compile_s = common.build_train(forward, workload.loss, lr, small_params,
+                                            (branch_x, *data[1:]), workload.optimizer)
     return {"breakdown:routing_only": (routing_fn, routing_compile),
             "breakdown:routing_events": (routing_events_fn, events_compile),
             "breakdown:elm_on_branch_inputs": (stepper, compile_s)}
 
 
-def build_lstm(hidden: int, num_input: int, num_output: int, data, lr, seed: int = 0):
+def build_lstm(hidden: int, num_input: int, num_output: int, data, lr, seed: int = 0,
+               workload=NEURONIO):
     import flax.linen as nn
     import jax
 
@@ -175,12 +225,13 @@ def build_lstm(hidden: int, num_input: int, num_output: int, data, lr, seed: int
     model = LSTMModel(hidden)
     params = model.init(jax.random.key(seed), data[0][:, :2])
     count = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(params))
-    stepper, compile_s = common.build_train(model.apply, _loss_jax, lr, params, data)
+    stepper, compile_s = common.build_train(model.apply, workload.loss, lr, params, data,
+                                            workload.optimizer)
     return stepper, compile_s, count
 
 
 def build_torch(config, params, data, lr, threads: int, min_calls: int = 5,
-                warmup_budget_s: float = 120.0):
+                warmup_budget_s: float = 120.0, workload=NEURONIO):
     """The torch per-step ELM, its Adam step, and the max |y_torch - y_jax| check."""
     import torch
 
@@ -188,18 +239,17 @@ def build_torch(config, params, data, lr, threads: int, min_calls: int = 5,
     from .torch_baseline import build_torch_elm
 
     model = build_torch_elm(config, params, threads=threads)
-    x, spikes, soma = (torch.from_numpy(np.ascontiguousarray(a)) for a in data)
+    x, *targets = (torch.from_numpy(np.ascontiguousarray(a)) for a in data)
     with torch.no_grad():
         y_torch = model(x).numpy()
     y_jax = np.asarray(apply(params, data[0], config, backend="scan"))
     max_diff = float(np.abs(y_torch - y_jax).max())
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    optimizer_cls = {"adam": torch.optim.Adam, "adamax": torch.optim.Adamax}[workload.optimizer]
+    optimizer = optimizer_cls([p for p in model.parameters() if p.requires_grad], lr=lr)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        y = model(x)
-        loss = 0.5 * bce(y[..., 0], spikes) + 0.5 * ((y[..., 1] - soma) ** 2).mean()
+        loss = workload.torch_loss(model(x), *targets)
         loss.backward()
         optimizer.step()
         return None
@@ -238,6 +288,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import jax
 
     from elm_jax.config import ELMConfig
+    from elm_jax.input_paths import resolve_input_path
     from elm_jax.params import count_params, init_params
 
     torch_version = None
@@ -254,10 +305,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = common.machine_info(torch_version)
     common.print_machine(info)
 
-    config = ELMConfig.preset(args.preset)
+    workload = getattr(args, "workload", NEURONIO)
+    config = ELMConfig.preset(args.preset) if isinstance(args.preset, str) else args.preset
     batch, steps = args.batch, args.steps
     params = init_params(jax.random.key(args.seed), config)
-    data = make_data(config, batch, steps, args.seed)
+    data = workload.make_data(config, batch, steps, args.seed)
     jdata = tuple(jax.numpy.asarray(a) for a in data)  # on the device once, not per call
     tokens = batch * steps
     flops = common.flops_per_token(config)
@@ -269,21 +321,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     events, events_host_s = to_events(data[0])  # once, shared by every events setting
     for name, options in variants.items():
         stepper, compile_s, fwd = build_jax_elm(config, params, data, args.lr, options,
-                                                events)
+                                                events, workload)
         steppers[f"jax_elm:{name}"] = stepper
         if args.forward:
             forwards[f"jax_elm:{name}"] = fwd
-        entries[f"jax_elm:{name}"] = {"kind": "jax_elm", "options": options,
-                                      "compile_s": compile_s, "params": count_params(config)}
+        is_events = options.get("input") == "events"
+        path = resolve_input_path(options.get("input_path", "auto"), config,
+                                  events if is_events else data[0])
+        per_step = events.capacity / steps if is_events else None
+        entries[f"jax_elm:{name}"] = {
+            "kind": "jax_elm", "options": options, "compile_s": compile_s,
+            "params": count_params(config), "input_path": path,
+            "forward_flops_per_token": common.input_path_flops(config, path, per_step)}
         print(f"compiled jax_elm:{name} {options} in {compile_s:.1f} s", flush=True)
     if args.breakdown:
         for name, (fn, compile_s) in build_breakdown(config, params, jdata, args.lr,
-                                                     events).items():
+                                                     events, workload).items():
             steppers[name] = fn
             entries[name] = {"kind": "breakdown", "compile_s": compile_s}
     for hidden in args.lstm_hidden:
         stepper, compile_s, count = build_lstm(hidden, config.num_input, config.num_output,
-                                               jdata, args.lr, args.seed)
+                                               jdata, args.lr, args.seed, workload)
         steppers[f"flax_lstm:{hidden}"] = stepper
         entries[f"flax_lstm:{hidden}"] = {"kind": "flax_lstm", "hidden": hidden,
                                           "compile_s": compile_s, "params": count}
@@ -293,7 +351,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             step, max_diff, y_scale, warm = build_torch(
                 config, params, data, args.lr, args.threads[0],
-                min_calls=2 if args.quick else 5, warmup_budget_s=args.torch_warmup)
+                min_calls=2 if args.quick else 5, warmup_budget_s=args.torch_warmup,
+                workload=workload)
             for n in args.threads:
                 steppers[f"torch_per_step:{n}t"] = _with_threads(step, n)
                 entries[f"torch_per_step:{n}t"] = {
@@ -352,16 +411,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ratios["torch_over_jax_best_quiet_reps"] = (
                 min(quiet_torch) / min(quiet_jax) if quiet_jax and quiet_torch else None)
     info["load_average_end"] = common.load_average()
-    target = 50.0
+    target = workload.target
     torch_ratio = ratios.get("torch_over_jax_best")
     payload = {
-        "benchmark": NAME, "command": args.command_str, "machine": info,
+        "benchmark": workload.name, "command": args.command_str, "machine": info,
         "quick": bool(args.quick),
-        "setup": {"preset": args.preset, "batch": batch, "time_steps": steps,
-                  "tokens_per_step": tokens, "optimizer": f"adam lr {args.lr}",
-                  "loss": "0.5*BCE-with-logits(spike) + 0.5*MSE(soma), all steps",
-                  "input": "NeuronIO-like signed spikes, float32 dense or SpikeEvents "
-                           "(*_events settings)",
+        "setup": {"preset": args.preset if isinstance(args.preset, str) else
+                  config.to_dict(), "batch": batch, "time_steps": steps,
+                  "tokens_per_step": tokens,
+                  "optimizer": f"{workload.optimizer} lr {args.lr}",
+                  "loss": workload.loss_text, "input": workload.input_text,
                   "events_per_sequence_max": int(np.count_nonzero(
                       data[0].reshape(batch, -1), axis=1).max()),
                   "events_from_dense_host_s": events_host_s},
@@ -381,7 +440,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for name, e in entries.items():
         rows.append({
-            "name": name, "params": e.get("params"),
+            "name": name, "params": e.get("params"), "path": e.get("input_path", "-"),
             "step": f"{e['step_s'] * 1e3:.2f} ms" if "step_s" in e else "-",
             "fwd": f"{e['forward_s'] * 1e3:.2f} ms" if "forward_s" in e else "-",
             "tok": common.si(e.get("tokens_per_s")),
@@ -391,11 +450,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "reps": e.get("reps"),
             "other": common.fmt(e.get("other_cores"), ".2f"),
         })
-    md = [common.header_md("NeuronIO training step (d_m = 15 Branch-ELM)", info,
-                           args.command_str),
-          f"Batch {batch} x {steps} time steps ({tokens} tokens per step), Adam, "
-          f"loss 0.5 BCE + 0.5 MSE. Medians of interleaved repetitions.\n",
+    md = [common.header_md(workload.title, info, args.command_str),
+          f"Batch {batch} x {steps} time steps ({tokens} tokens per step), "
+          f"{workload.optimizer}, loss {workload.loss_text}. Input: {workload.input_text}. "
+          f"Medians of interleaved repetitions.\n",
           common.md_table(rows, [("name", "model / setting"), ("params", "params"),
+                                 ("path", "input path"),
                                  ("step", "train step"), ("fwd", "forward only"),
                                  ("tok", "train tokens/s"),
                                  ("ratio", f"time / {best}"), ("compile", "compile"),
@@ -416,13 +476,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     md.append(f"\n`*_events` settings feed the batch as `elm_jax.SpikeEvents` (up to "
               f"{payload['setup']['events_per_sequence_max']} events per sequence; built "
               f"once on the host, {events_host_s * 1e3:.0f} ms from the dense array, not "
-              f"timed in the step: the NeuronIO sampler emits events directly from the "
+              f"timed in the step: the task samplers emit events directly from the "
               f"stored spike times).")
-    md.append(f"\nFLOPs per token (forward): routing x@R {flops['routing_dense']:.0f} as "
-              f"executed (dense 1278x45; {flops['routing_synaptic']:.0f} if counted per "
-              f"synapse), MLP {flops['mlp']:.0f}, readout {flops['readout']:.0f}.")
+    md.append(f"\nFLOPs per token (forward, 2 per multiply-add) with the dense routing "
+              f"matrix: routing x@R {flops['routing_dense']:.0f} "
+              f"({config.num_input}x{config.num_branch}; {flops['routing_synaptic']:.0f} if "
+              f"counted per synapse), MLP {flops['mlp']:.0f}, readout "
+              f"{flops['readout']:.0f}. As executed by each setting's input path "
+              f"(`benchmarks.common.input_path_flops`): " + ", ".join(
+                  f"{n.split(':', 1)[1]} ({e['input_path']}) "
+                  f"{e['forward_flops_per_token']:.0f}"
+                  for n, e in entries.items() if e["kind"] == "jax_elm") + ".")
 
-    payload["files"] = common.write_outputs(args.out, NAME, payload, "\n".join(md),
+    payload["files"] = common.write_outputs(args.out, workload.name, payload, "\n".join(md),
                                             lambda path: plot(payload, path))
     print("\n".join(md[2:]), flush=True)
     return payload

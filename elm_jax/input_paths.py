@@ -27,9 +27,17 @@ in float64 to 1e-10):
 
 ``"auto"`` (`resolve_input_path`) picks the path with the lowest `input_path_costs`:
 multiply-adds per token of the routing, the trace recurrence and the trace half of the
-first layer, where a gathered or scattered element counts `GATHER_COST` (CPU) or
-`ACCELERATOR_GATHER_COST` (GPU/TPU, where dense products are relatively cheaper)
-multiply-adds.  Events count by their capacity per time step (an upper bound).
+first layer, where a gathered or scattered element counts as a number of multiply-adds
+of a dense product.  On XLA:CPU a gather from a dense input is slow (measured: 18 M
+gathered elements of NeuronIO's input take ~40 ms where the 230 M multiply-adds of
+``x @ R`` take ~6 ms, so `DENSE_GATHER_COST` = 200), while gathering one short row per
+event is cheap (`EVENT_GATHER_COST`).  On GPU/TPU the dense products are relatively
+cheaper still; the same constants are used there, untested (no accelerator was
+available; docs/performance.md).  Event inputs count by their capacity per time step
+(an upper bound).  So on CPU: NeuronIO's dense input takes ``"folded"`` (1278 x 30
+instead of 1278 x 45 + 45 x 30 per token), its events ``"folded"`` (one 30-wide row per
+event), SHD's identity routing ``"folded"`` either way (700 x 200 per token dense, one
+200-wide row per event, and 200-wide instead of 700-wide traces).
 """
 
 from __future__ import annotations
@@ -47,21 +55,20 @@ from .routing import is_identity_routing, num_routed_synapses, route, routing_ar
 
 INPUT_PATHS = ("auto", "matrix", "structured", "folded")
 
-# cost of one gathered/scattered element in multiply-adds (see the module docstring);
-# chosen from the CPU measurements in docs/performance.md, a guess on accelerators
-GATHER_COST = 4.0
-ACCELERATOR_GATHER_COST = 16.0
+# cost of one gathered/scattered element in multiply-adds of a dense product (see the
+# module docstring): from a dense input, and one element of a per-event row
+DENSE_GATHER_COST = 200.0
+EVENT_GATHER_COST = 4.0
 
 
-def input_path_costs(config: ELMConfig, events_per_step: float | None = None,
-                     gather_cost: float = GATHER_COST) -> dict[str, float]:
+def input_path_costs(config: ELMConfig, events_per_step: float | None = None
+                     ) -> dict[str, float]:
     """Estimated forward cost per token (multiply-adds) of each concrete input path.
 
     Args:
       config: the model configuration.
       events_per_step: events per (sequence, time step) for `elm_jax.SpikeEvents`
         input; None for a dense input.
-      gather_cost: multiply-adds one gathered or scattered element counts.
     Returns: ``{"matrix": ..., "structured": ..., "folded": ...}``.
     """
     ni, nb, h1 = config.num_input, config.num_branch, config.mlp_hidden_size
@@ -69,10 +76,10 @@ def input_path_costs(config: ELMConfig, events_per_step: float | None = None,
     trace_half = nb * h1 + nb  # b_t @ W_b and the branch-trace recurrence
     if events_per_step is None:
         matrix = ni * nb
-        structured = ni if identity else gather_cost * num_routed_synapses(config) + nb
+        structured = ni if identity else DENSE_GATHER_COST * num_routed_synapses(config)
         folded = ni * h1
     else:
-        per_event = gather_cost * events_per_step
+        per_event = EVENT_GATHER_COST * events_per_step
         matrix = per_event * nb
         structured = per_event if identity else matrix
         folded = per_event * h1
@@ -80,19 +87,16 @@ def input_path_costs(config: ELMConfig, events_per_step: float | None = None,
             "folded": folded + h1}
 
 
-def resolve_input_path(input_path: str, config: ELMConfig, x: Any = None,
-                       platform: str | None = None) -> str:
+def resolve_input_path(input_path: str, config: ELMConfig, x: Any = None) -> str:
     """The concrete input path for `input_path` (``"auto"``: the cheapest by
-    `input_path_costs` for the input `x`, dense or `SpikeEvents`, on `platform`)."""
+    `input_path_costs` for the input `x`, dense or `SpikeEvents`)."""
     if input_path not in INPUT_PATHS:
         raise ValueError(f"input_path={input_path!r} is invalid: expected one of "
                          f"{INPUT_PATHS}")
     if input_path != "auto":
         return input_path
-    platform = platform or jax.default_backend()
-    gather = GATHER_COST if platform == "cpu" else ACCELERATOR_GATHER_COST
     events_per_step = x.capacity / x.num_steps if is_events(x) else None
-    costs = input_path_costs(config, events_per_step, gather)
+    costs = input_path_costs(config, events_per_step)
     return min(costs, key=costs.get)
 
 

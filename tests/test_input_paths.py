@@ -129,16 +129,20 @@ def test_auto_picks_the_cheapest_path():
     shd = ELMConfig(num_input=700, num_output=20, num_memory=100, mlp_hidden_size=200,
                     routing="none", num_branch=700, num_synapse_per_branch=1)
     assert is_identity_routing(shd) and not is_identity_routing(neuronio)
-    # NeuronIO dense: 4,500 gathered synapses beat 1278 x 45 and 1278 x 30 products
-    assert resolve_input_path("auto", neuronio, jnp.zeros((1, 4, 1278)), "cpu") == "structured"
+    # NeuronIO dense: 1278 x 30 beats 1278 x 45 + 45 x 30 (and gathering 4,500 inputs)
+    assert resolve_input_path("auto", neuronio, jnp.zeros((1, 4, 1278))) == "folded"
     # a few events per step: one 30-wide row of F per event beats everything
     events = SpikeEvents(np.zeros((1, 12), np.int32), np.zeros((1, 12), np.int32),
                          np.zeros((1, 12), np.float32), 4, 1278)
-    assert resolve_input_path("auto", neuronio, events, "cpu") == "folded"
+    assert resolve_input_path("auto", neuronio, events) == "folded"
     # SHD: 700 x 200 per token either way, but the folded traces are 200 wide, not 700
-    assert resolve_input_path("auto", shd, jnp.zeros((1, 4, 700)), "cpu") == "folded"
+    assert resolve_input_path("auto", shd, jnp.zeros((1, 4, 700))) == "folded"
     costs = input_path_costs(shd)
     assert costs["matrix"] > costs["structured"] > costs["folded"]
+    # a random table, few branches: the dense product beats gathering from x or F
+    sparse = ELMConfig(num_input=64, num_output=2, num_memory=4, num_branch=4,
+                       num_synapse_per_branch=16, routing="random")
+    assert resolve_input_path("auto", sparse, jnp.zeros((1, 4, 64))) == "matrix"
     assert resolve_input_path("matrix", shd) == "matrix"
     with pytest.raises(ValueError, match="input_path='gpu' is invalid"):
         resolve_input_path("gpu", shd)

@@ -176,3 +176,29 @@ def test_evaluation_runs_on_teacher_data(tmp_path):
     assert (tmp_path / "plots" / "neuronio_eval_simulation.png").exists()
     out = ev.write_report(tmp_path / "r.json", {"AUC": float("nan"), "soma_RMSE": 1.0})
     assert json.loads(out.read_text()) == {"AUC": None, "soma_RMSE": 1.0}
+
+
+def test_events_and_dense_windows_give_the_same_report(tmp_path):
+    """`ModelPredictor` is fed events ("auto" picks them for NeuronIO models) or dense
+    windows; the predictions agree to float32 rounding and the metrics match."""
+    path = teacher.generate_file(tmp_path / "Data_test", num_sims=2, duration_ms=1300, seed=5)
+    config = elm_jax.ELMConfig.preset("neuronio_branch_dm2")
+    params = elm_jax.init_params(__import__("jax").random.key(1), config)
+    dense_fn = ev.ModelPredictor(config, params, input_format="dense")
+    events_fn = ev.ModelPredictor(config, params)
+    assert events_fn.prefers_events(3.0) and not dense_fn.prefers_events(3.0)
+    calls = []
+    seen = lambda fn: lambda x: calls.append(type(x).__name__) or fn(x)  # noqa: E731
+    seen_events = seen(events_fn)
+    seen_events.prefers_events = events_fn.prefers_events
+    m_dense, f_dense = ev.evaluate_neuronio(seen(dense_fn), path, batch_size=3,
+                                            return_predictions=True)
+    m_events, f_events = ev.evaluate_neuronio(seen_events, path, batch_size=3,
+                                              return_predictions=True)
+    assert set(calls) == {"ndarray", "SpikeEvents"}
+    np.testing.assert_allclose(f_events[0].spike_prob, f_dense[0].spike_prob, rtol=1e-5,
+                               atol=1e-6)
+    for key in ("AUC", "soma_RMSE", "soma_explained_variance_percent"):
+        assert m_events[key] == pytest.approx(m_dense[key], rel=1e-5, nan_ok=True), key
+    with pytest.raises(ValueError, match="input_format='sparse' is invalid"):
+        ev.ModelPredictor(config, params, input_format="sparse")

@@ -202,13 +202,18 @@ def _run_windows(fn: Callable[[np.ndarray], Any], data: NeuronIOData, sims: np.n
     n_win = num_eval_windows(T, window, burn_in)
     pair_sim = np.repeat(sims, n_win)
     pair_start = np.tile(np.arange(n_win) * (window - burn_in), len(sims))
+    capacity = _events_capacity(fn, data, window, int(pair_start.max()))
     outputs: list[list[np.ndarray]] | None = None
     for lo in range(0, pair_sim.size, batch_size):
         s, st = pair_sim[lo:lo + batch_size], pair_start[lo:lo + batch_size]
-        x = data.x_windows(s, st, window)
-        if x.shape[0] < batch_size:
-            x = np.concatenate([x, np.zeros((batch_size - x.shape[0],) + x.shape[1:],
-                                            x.dtype)])
+        # the last batch is filled up with copies of its first window (outputs dropped)
+        pad = batch_size - s.size
+        s_in, st_in = np.concatenate([s, np.repeat(s[:1], pad)]), \
+            np.concatenate([st, np.repeat(st[:1], pad)])
+        if capacity:
+            x = data.x_window_events(s_in, st_in, window, capacity)
+        else:
+            x = data.x_windows(s_in, st_in, window)
         parts = postprocess(fn(x))
         if outputs is None:
             outputs = [[] for _ in parts]
@@ -220,6 +225,22 @@ def _run_windows(fn: Callable[[np.ndarray], Any], data: NeuronIOData, sims: np.n
         arr = np.concatenate(acc).reshape((len(sims), n_win, window) + acc[0].shape[2:])
         stitched.append(arr[:, k, j])
     return stitched
+
+
+EVENT_CAPACITY_MULTIPLE = 256
+
+
+def _events_capacity(fn: Any, data: NeuronIOData, window: int, last_start: int) -> int:
+    """Events per window to feed `fn` its windows as `elm_jax.SpikeEvents`, or 0 for
+    dense arrays: events only when `fn` has a ``prefers_events(events_per_step)``
+    method that says yes (`ModelPredictor` does); the capacity is the most events in any
+    evaluation window, rounded up to `EVENT_CAPACITY_MULTIPLE` (one compile per file)."""
+    prefers = getattr(fn, "prefers_events", None)
+    if prefers is None:
+        return 0
+    need = data.max_window_events(window, 0, last_start)
+    capacity = max(1, -(-need // EVENT_CAPACITY_MULTIPLE)) * EVENT_CAPACITY_MULTIPLE
+    return capacity if prefers(capacity / window) else 0
 
 
 def _sigmoid32(z: np.ndarray) -> np.ndarray:
@@ -362,18 +383,32 @@ def evaluate_neuronio(predict_fn: PredictFn, data: Any, *, window: int = WINDOW_
 
 
 # ---------------------------------------------------------------------------- model glue
+INPUT_FORMATS = ("auto", "dense", "events")
+
+
 class ModelPredictor:
     """`predict_fn` of an ELM model: ``x -> (batch, time, 2)`` raw outputs via
     `elm_jax.apply`, plus `memory(x)` for the plots (both jitted, one compile per shape).
+
+    `input_format` says how the evaluation feeds it windows: ``"events"`` as
+    `elm_jax.SpikeEvents` cut from the stored spikes, ``"dense"`` as int8 arrays, or
+    ``"auto"`` (default): events when `elm_jax.input_paths.input_path_costs` rates the
+    cheapest event path below the cheapest dense one (for the NeuronIO models: always).
+    The outputs are the same either way (to float32 rounding).
     """
 
-    def __init__(self, config, params, *, compute_dtype=None, apply_kwargs=None):
+    def __init__(self, config, params, *, compute_dtype=None, apply_kwargs=None,
+                 input_format: str = "auto"):
         import jax
 
         from ...apply import apply
 
+        if input_format not in INPUT_FORMATS:
+            raise ValueError(f"input_format={input_format!r} is invalid: expected one of "
+                             f"{INPUT_FORMATS}")
         self.config = config
         self.params = params
+        self.input_format = input_format
         # the run's model options (backend, compute_dtype, ...) as `elm_jax.apply` keywords
         kwargs = dict(apply_kwargs or {})
         if compute_dtype is not None:
@@ -388,7 +423,18 @@ class ModelPredictor:
         self._outputs = jax.jit(outputs)
         self._memory = jax.jit(memory)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def prefers_events(self, events_per_step: float) -> bool:
+        """Whether windows with up to `events_per_step` events per step should come as
+        `elm_jax.SpikeEvents` (see the class docstring)."""
+        if self.input_format != "auto":
+            return self.input_format == "events"
+        from ...input_paths import input_path_costs
+
+        dense = input_path_costs(self.config)
+        events = input_path_costs(self.config, events_per_step)
+        return min(events.values()) < min(dense.values())
+
+    def __call__(self, x: Any) -> np.ndarray:
         return np.asarray(self._outputs(self.params, x))
 
     def memory(self, x: np.ndarray) -> np.ndarray:
