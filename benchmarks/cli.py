@@ -1,4 +1,5 @@
-"""``python -m benchmarks {throughput,neuronio,shd,memory,matmul,all,gpu,loader,cell}``.
+"""``python -m benchmarks {throughput,neuronio,shd,neuronio-eval,memory,matmul,all,gpu,loader,
+cell}``.
 
 Run from the repository root (the benchmarks are not part of the installed package).
 Each subcommand writes ``NAME.json``, ``NAME.md`` and (most) ``NAME.png`` under ``--out``
@@ -28,6 +29,9 @@ SPECS = {
                              "design vs Flax LSTM"),
     "shd": ("shd", "SHD training step (the paper's ELM, 2-ms bins): JAX vs the PyTorch "
                    "per-step design"),
+    "neuronio-eval": ("neuronio_eval", "time of the published NeuronIO evaluation of "
+                                       "best_elm_neuron on the real simulations, before "
+                                       "and after events input"),
     "memory": ("memory", "compiled temporary memory of a training step by remat mode "
                          "and T"),
     "matmul": ("matmul", "float32 matmul FLOP rate of this machine"),
