@@ -65,6 +65,18 @@ def test_binning_matches_exact_loop(data, bin_ms):
                                   _loop_bins(data, pairs, bin_ms))
 
 
+def test_every_float16_time_for_every_bin_size():
+    """All float16 times in [0, 1.5) s, b = 1..100 ms: the bin equals the exact integer
+    floor(t * 1000 / b) (t = m / 2**24 exactly for float16), or -1 at t >= 1 s."""
+    f16 = np.arange(2 ** 16, dtype=np.uint16).view(np.float16)
+    f16 = f16[np.isfinite(f16) & (f16 >= 0) & (f16 < 1.5)]
+    m = (f16.astype(np.float64) * 2.0 ** 24).astype(np.int64)     # exact integers
+    assert np.array_equal(m / 2.0 ** 24, f16.astype(np.float64))
+    for b in range(1, 101):
+        exact = np.where(m < 2 ** 24, (m * 1000) // (b * 2 ** 24), -1)
+        np.testing.assert_array_equal(P.spike_bins(f16, b), exact, err_msg=f"b={b}")
+
+
 def test_counts_are_summed_and_published_sizes():
     assert [P.num_bins(b) for b in (1, 2, 5, 10, 20, 50, 100)] == \
         [1000, 500, 200, 100, 50, 20, 10]

@@ -106,8 +106,12 @@ def spike_bins(times: np.ndarray, bin_ms: int, duration_ms: int = DURATION_MS) -
     or after ``duration_ms`` (dropped).  Times are cast to float64 before comparing."""
     edges = bin_edges(bin_ms, duration_ms)
     t = np.asarray(times, np.float64)
-    k = np.searchsorted(edges, t, side="right") - 1
-    return np.where((t < duration_ms / 1000.0) & (k >= 0), k, -1)
+    # the floor is at most one bin off the edges (rounding); fix it against them
+    k = np.floor(t * (1000.0 / bin_ms)).astype(np.int64)
+    np.clip(k, 0, edges.shape[0] - 2, out=k)
+    k -= edges[k] > t
+    k += edges[k + 1] <= t
+    return np.where((t < duration_ms / 1000.0) & (t >= 0), k, -1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +142,7 @@ class BinnedEntries:
             raise ValueError(f"dropout={rate!r} is invalid: expected 0 <= dropout < 1")
         if rate == 0.0:
             return self
-        keep = rng.random(self.row.shape[0]) >= rate
+        keep = rng.random(self.row.shape[0], dtype=np.float32) >= rate
         return dataclasses.replace(self, row=self.row[keep], time=self.time[keep],
                                    channel=self.channel[keep], count=self.count[keep])
 
@@ -206,7 +210,12 @@ def bin_entries(source: SpikeSource, indices: Any, bin_ms: int,
     row, seg = np.divmod(cell[keep], segments)
     key = (row * (segments * steps) + seg * steps + k[keep]) * channels \
         + np.asarray(units, np.int64)[keep]
-    key, count = np.unique(key, return_counts=True)
+    # spikes come time-sorted per sample, so the keys are nearly sorted: a stable
+    # (merge) sort is ~2x faster than np.unique's quicksort here
+    key = np.sort(key, kind="stable")
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]]))
+    count = np.diff(np.append(starts, key.shape[0]))
+    key = key[starts]
     rest, channel = np.divmod(key, channels)
     row, time = np.divmod(rest, segments * steps)
     return BinnedEntries(row, time, channel, count.astype(np.int64), batch,
