@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import json
 import sys
 import warnings
 from pathlib import Path
 
-from .fileio import UnverifiedFilesWarning
+from .fileio import UnverifiedFilesWarning, strict_json
 from .train.lock import WorkdirLocked
 
 #: Modules that add subcommands: each defines ``register(subparsers)``, which adds its
@@ -104,8 +103,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     summary = {"source": source, "time_steps": args.time, "y_shape": list(y.shape),
                "y_finite": bool(np.isfinite(np.asarray(y)).all()),
                "files": [str(out / "demo_run.png"), str(out / "demo_run.npz")]}
-    (out / "demo_summary.json").write_text(json.dumps(summary, indent=1))
-    print(json.dumps(summary, indent=1))
+    (out / "demo_summary.json").write_text(strict_json(summary, indent=1))
+    print(strict_json(summary, indent=1))
     return 0
 
 

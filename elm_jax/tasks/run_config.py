@@ -24,6 +24,7 @@ OPTIMIZERS = ("adam", "adamw", "adamax")
 SCHEDULES = ("cosine", "constant")
 BEST_MODES = ("min", "max")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+ON_NONFINITE = ("stop", "skip")
 
 #: ELMConfig fields that the task fixes (the data's channels and the head's outputs).
 TASK_FIXED_MODEL_FIELDS = ("num_input", "num_output")
@@ -64,6 +65,11 @@ class TrainConfig:
       best_mode: ``"min"`` or ``"max"`` for `best_metric` ("" : the task's).
       log_every: log the training loss every this many steps.
       plot_every: refresh the PNG curves every this many steps (0: at each validation).
+      on_nonfinite: what a non-finite loss or non-finite parameters after an update do:
+        ``"stop"`` (default) ends the run with status ``"diverged"`` naming the step
+        (the last checkpoint, saved before it, is kept; nothing non-finite is saved);
+        ``"skip"`` drops that update (parameters and optimizer state stay as they
+        were) and counts it in ``skipped_steps`` of the train records and the report.
     """
 
     seed: int = 0
@@ -90,6 +96,7 @@ class TrainConfig:
     best_mode: str = ""
     log_every: int = 10
     plot_every: int = 0
+    on_nonfinite: str = "stop"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every",
@@ -111,6 +118,7 @@ class TrainConfig:
             _fail("train", "input_dropout", self.input_dropout, "a probability in [0, 1)")
         _check_choice(self, "optimizer", OPTIMIZERS)
         _check_choice(self, "schedule", SCHEDULES)
+        _check_choice(self, "on_nonfinite", ON_NONFINITE)
         if self.best_mode:
             _check_choice(self, "best_mode", BEST_MODES)
         if self.warmup_steps >= self.steps and self.warmup_steps:

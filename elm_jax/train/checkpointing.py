@@ -38,6 +38,7 @@ import jax
 from ..fileio import (
     CorruptFilesError,
     format_problems,
+    json_safe,
     manifest_problems,
     write_manifest,
 )
@@ -90,7 +91,7 @@ class RunCheckpoints:
         if val_metrics is not None and self.best_metric in val_metrics:
             metrics = {metric_key(self.best_metric): float(val_metrics[self.best_metric])}
         self.manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                        meta=ocp.args.JsonSave(meta)),
+                                                        meta=ocp.args.JsonSave(json_safe(meta))),
                           metrics=metrics, force=True)
         self.manager.wait_until_finished()
         if jax.process_index() == 0:

@@ -29,7 +29,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                    num_processes=args.num_processes,
                                    process_id=args.process_id)
     from .summary import summary_table
-    from .trainer import EXIT_INTERRUPTED, Trainer, json_dumps, resolve_run
+    from .trainer import (
+        EXIT_DIVERGED,
+        EXIT_INTERRUPTED,
+        Trainer,
+        json_dumps,
+        resolve_run,
+    )
 
     task, run = resolve_run(args.task, args.preset, args.set or [])
     trainer = Trainer(task, run, args.workdir, resume=args.resume,
@@ -37,11 +43,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
                       command=["elm-jax", *sys.argv[1:]])
     report = trainer.fit()
     print(json_dumps(report) if args.json else summary_table(report))
-    return 0 if report["status"] == "completed" else EXIT_INTERRUPTED
+    return {"completed": 0, "diverged": EXIT_DIVERGED}.get(report["status"], EXIT_INTERRUPTED)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ..checkpoints.model_dir import load_model
+    from ..fileio import strict_json
     from .trainer import evaluate_params, read_run, resolve_run
 
     if bool(args.workdir) == bool(args.checkpoint):
@@ -95,7 +102,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                           split=args.split,
                                           apply_kwargs=run.options.apply_kwargs())
         result = {**published, **result}
-    text = json.dumps(result, indent=1, default=float)
+    text = strict_json(result, indent=1, default=float)
     if args.output:
         Path(args.output).write_text(text)
     print(text)

@@ -3,7 +3,8 @@
 (Named ``observe`` rather than ``logging`` so it never shadows the standard library.)
 
 * `MetricsLog` appends one JSON object per record to ``WORKDIR/metrics.jsonl``:
-  ``{"kind": "train" | "val" | "test", "step": N, <metrics>...}``; on resume it drops
+  ``{"kind": "train" | "val" | "test", "step": N, <metrics>...}`` (strict JSON: a NaN
+  or infinite value is written as ``null``); on resume it drops
   the records written after the checkpoint the run continues from (and the test
   records, which the resumed run writes again at its end), so the file of a
   resumed run equals that of an uninterrupted one (up to the timing fields in
@@ -20,10 +21,11 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, TextIO
+from typing import Any, TextIO
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, strict_json
 from ..progress import format_duration
 
 #: Record fields that depend on the machine's speed (left out when comparing runs).
@@ -46,7 +48,7 @@ class MetricsLog:
                     and r.get("kind") != "test"]
             self.records = kept
             if enabled:
-                atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+                atomic_write_text(self.path, "".join(strict_json(r) + "\n" for r in kept))
         self._file: TextIO | None = open(self.path, "a") if enabled else None
         self._tb = None
         if enabled and tensorboard:
@@ -60,7 +62,7 @@ class MetricsLog:
         record.update({k: _plain(v) for k, v in metrics.items()})
         self.records.append(record)
         if self._file is not None:
-            self._file.write(json.dumps(record) + "\n")
+            self._file.write(strict_json(record) + "\n")
             self._file.flush()
         if self._tb is not None:
             for key, value in record.items():
@@ -103,7 +105,7 @@ def _plain(value: Any) -> Any:
     except AttributeError:
         pass
     if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+        return None  # strict JSON: NaN and inf are written as null
     return value
 
 

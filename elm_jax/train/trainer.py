@@ -45,7 +45,7 @@ import optax
 from ..apply import apply
 from ..checkpoints.model_dir import load_model, save_model
 from ..events import is_events
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, strict_json
 from ..jax_compat import jit_cache_size
 from ..params import count_params, init_params
 from ..tasks import get_task
@@ -70,6 +70,10 @@ RUN_FORMAT = "elm_jax.run/1"
 #: test can interrupt it); not part of the run's configuration.
 STEP_DELAY_ENV = "ELM_JAX_DEBUG_STEP_DELAY"
 EXIT_INTERRUPTED = 3
+#: Exit code of ``elm-jax train`` when the run diverged (non-finite loss or parameters).
+EXIT_DIVERGED = 4
+#: Key of the train step's "loss and parameters are finite" flag (not logged).
+FINITE_KEY = "finite"
 
 
 # ---------------------------------------------------------------------------- config
@@ -157,9 +161,20 @@ def _input_dropout(x: Any, key: jax.Array, rate: float) -> Any:
     return jnp.where(keep, x / (1.0 - rate), 0.0)
 
 
+def _all_finite(tree: Any) -> jax.Array:
+    """Whether every floating-point entry of `tree` is finite (a scalar bool)."""
+    flags = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)
+             if jnp.issubdtype(jnp.asarray(leaf).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+
+
 def make_train_step(task: Task, run: RunConfig, tx: optax.GradientTransformation,
                     schedule: Any, mesh: jax.sharding.Mesh):
-    """The jit-compiled ``(state, batch) -> (state, metrics)`` (state donated)."""
+    """The jit-compiled ``(state, batch) -> (state, metrics)`` (state donated).
+
+    ``metrics[FINITE_KEY]`` says whether the loss and the updated parameters are finite;
+    with ``train.on_nonfinite="skip"`` a non-finite update is dropped inside the step
+    (the returned parameters and optimizer state are the previous ones)."""
     cfg = run.train
     dropout_key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
     loss_el = task.loss_fn()
@@ -180,8 +195,15 @@ def make_train_step(task: Task, run: RunConfig, tx: optax.GradientTransformation
                                                   jax.random.fold_in(dropout_key, step))
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
+        finite = jnp.isfinite(loss) & _all_finite(params)
+        if cfg.on_nonfinite == "skip":  # drop the update: keep parameters and moments
+            def keep(new, old):
+                return jnp.where(finite, new, old)
+
+            params = jax.tree_util.tree_map(keep, params, state["params"])
+            opt_state = jax.tree_util.tree_map(keep, opt_state, state["opt_state"])
         metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-                   "lr": jnp.asarray(schedule(step), jnp.float32)}
+                   "lr": jnp.asarray(schedule(step), jnp.float32), FINITE_KEY: finite}
         return {"step": step + 1, "params": params, "opt_state": opt_state}, metrics
 
     repl = replicated(mesh)
@@ -325,6 +347,10 @@ class _FitState:
     last_loss: float | None = None
     status: str = "completed"
     clock: _Clock = dataclasses.field(default_factory=_Clock)
+    #: (step, finite flag, loss) of the steps not checked yet (device values)
+    pending: list[tuple[int, Any, Any]] = dataclasses.field(default_factory=list)
+    skipped_steps: int = 0
+    diverged: dict[str, Any] | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
@@ -398,7 +424,7 @@ class Trainer:
                     "num_params": count_params(self.run.model),
                     "environment": environment_info()}
         if self.is_main:
-            atomic_write_text(run_json, json.dumps(info, indent=1))
+            atomic_write_text(run_json, strict_json(info, indent=1))
         return info
 
     def _init_state(self, tx: optax.GradientTransformation) -> dict[str, Any]:
@@ -410,8 +436,10 @@ class Trainer:
         return {"step": jax.device_put(jnp.zeros((), jnp.int32), repl), "params": params,
                 "opt_state": opt_state}
 
-    def _meta(self, step: int, best: dict[str, Any] | None) -> dict[str, Any]:
-        return {"format": RUN_FORMAT, "run": self.run.to_dict(), "step": step, "best": best}
+    def _meta(self, step: int, best: dict[str, Any] | None, skipped_steps: int = 0
+              ) -> dict[str, Any]:
+        return {"format": RUN_FORMAT, "run": self.run.to_dict(), "step": step, "best": best,
+                "skipped_steps": skipped_steps}
 
     def _check_meta(self, meta: dict[str, Any], step: int) -> None:
         stored = meta.get("run", {})
@@ -454,11 +482,15 @@ class Trainer:
             while r.step < cfg.steps:
                 metrics = self._train_once(r)
                 is_last = r.step == cfg.steps
-                if r.step % cfg.log_every == 0 or is_last:
-                    self._log(r, metrics)
+                log = r.step % cfg.log_every == 0 or is_last
                 stop = self._stop_requested(r)
                 evaluate = r.step % cfg.eval_every == 0 or is_last
                 save = r.step % cfg.checkpoint_every == 0 or is_last or stop
+                # before anything is logged, evaluated or saved: were the steps finite?
+                if (log or evaluate or save) and self._diverged(r):
+                    break
+                if log:
+                    self._log(r, metrics)
                 with self._untimed(r, metrics, evaluate or save):
                     val = self._evaluate(r) if evaluate else None
                     new_best = val is not None and r.best_step == r.step
@@ -494,7 +526,7 @@ class Trainer:
         self._prepare_workdir()
         ckpts = RunCheckpoints(self.workdir / "checkpoints", keep=cfg.keep_checkpoints,
                                best_metric=cfg.best_metric, best_mode=cfg.best_mode)
-        start, best, notes = 0, None, []
+        start, best, notes, skipped = 0, None, [], 0
         try:
             if not self.resume and ckpts.steps():
                 raise FileExistsError(f"{self.workdir / 'checkpoints'} holds checkpoints; "
@@ -503,6 +535,7 @@ class Trainer:
             if restored is not None:
                 latest, meta, state, notes = restored
                 start, best = int(latest), meta.get("best")
+                skipped = int(meta.get("skipped_steps", 0))
         except BaseException:
             ckpts.close()
             raise
@@ -522,13 +555,14 @@ class Trainer:
                          tokens_per_step=cfg.batch_size * data.seq_len,
                          shard=batch_sharding(self.mesh),
                          delay=float(os.environ.get(STEP_DELAY_ENV, "0") or 0),
-                         warnings=list(notes))
+                         warnings=list(notes), skipped_steps=skipped)
 
     def _train_once(self, r: _FitState) -> dict[str, jax.Array]:
         """One optimizer step (device metrics, not synchronised)."""
         batch = put_batch(r.data.train_batch(r.step, self.run.train.batch_size), r.shard)
         r.state, metrics = self.train_step(r.state, batch)
         r.step += 1
+        r.pending.append((r.step, metrics.pop(FINITE_KEY), metrics["loss"]))
         r.steps_here += 1
         r.clock.tick()
         if r.delay:
@@ -544,6 +578,8 @@ class Trainer:
         rate = r.clock.close()
         r.last_loss = float(host["loss"])
         record = {k: float(v) for k, v in host.items()}
+        if self.run.train.on_nonfinite == "skip":
+            record["skipped_steps"] = r.skipped_steps
         if rate:
             record.update(steps_per_s=rate, tokens_per_s=rate * r.tokens_per_step)
         record["elapsed_s"] = time.perf_counter() - r.t0
@@ -551,6 +587,39 @@ class Trainer:
         eta = (self.run.train.steps - r.step) / rate if rate else None
         r.progress.update(r.step, r.last_loss, rate * r.tokens_per_step if rate else None, eta)
         r.clock.open()
+
+    def _diverged(self, r: _FitState) -> bool:
+        """Check the steps since the last check (one transfer); True if the run must
+        stop because one was non-finite (``train.on_nonfinite="stop"``); with "skip"
+        count the dropped updates instead."""
+        if not r.pending:
+            return False
+        steps, finite, losses = zip(*r.pending, strict=True)
+        finite = jax.device_get(finite)
+        r.pending.clear()
+        bad = [i for i, ok in enumerate(finite) if not ok]
+        if not bad:
+            return False
+        if self.run.train.on_nonfinite == "skip":
+            r.skipped_steps += len(bad)
+            r.progress.message(f"warning: dropped the update of step(s) "
+                               f"{', '.join(str(steps[i]) for i in bad)}: non-finite loss or "
+                               f"parameters (train.on_nonfinite=skip)")
+            return False
+        first = bad[0]
+        loss = float(jax.device_get(losses[first]))
+        last = r.ckpts.latest_step()
+        r.status, r.step = "diverged", steps[first]
+        r.diverged = {"step": steps[first], "loss": loss,
+                      "last_checkpoint": None if last is None else int(last)}
+        r.progress.message(
+            f"diverged at step {steps[first]}: the "
+            f"{'loss' if not np.isfinite(loss) else 'updated parameters'} became non-finite "
+            f"(loss {loss:.4g}); stopped. "
+            + (f"The last checkpoint (step {last}) is kept. " if last is not None else "")
+            + "Lower train.learning_rate (or clip the gradients: train.grad_clip), or set "
+              "train.on_nonfinite=skip to drop such updates")
+        return True
 
     def _stop_requested(self, r: _FitState) -> bool:
         return self._stop is not None or (self.stop_after_steps is not None
@@ -584,7 +653,7 @@ class Trainer:
             self._plot(r.log.records)
 
     def _checkpoint(self, r: _FitState, val: dict[str, float] | None) -> None:
-        r.ckpts.save(r.step, r.state, self._meta(r.step, r.best), val)
+        r.ckpts.save(r.step, r.state, self._meta(r.step, r.best, r.skipped_steps), val)
 
     def _interrupted(self, r: _FitState) -> None:
         r.status = "interrupted"
@@ -639,6 +708,10 @@ class Trainer:
         }
         if r.warnings:
             report["warnings"] = r.warnings
+        if r.diverged is not None:
+            report["diverged"] = r.diverged
+        if self.run.train.on_nonfinite == "skip":
+            report["skipped_steps"] = r.skipped_steps
         if r.status == "completed":
             report.update(self._test(r))
         rate = r.clock.rate
@@ -699,8 +772,9 @@ def _json_default(value: Any) -> Any:
 
 
 def json_dumps(value: Any) -> str:
-    """JSON text of a report (NumPy/JAX values and paths converted)."""
-    return json.dumps(value, indent=1, default=_json_default)
+    """Strict JSON text of a report (NumPy/JAX values and paths converted, NaN and inf
+    written as null)."""
+    return strict_json(value, indent=1, default=_json_default)
 
 
 def _fmt_val(val: dict[str, float]) -> str:
