@@ -6,13 +6,14 @@ Run ``elm-jax -h`` or ``elm-jax COMMAND -h`` for the options of each command.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import importlib.util
 import sys
 import warnings
 from pathlib import Path
 
-from .fileio import UnverifiedFilesWarning, strict_json
+from .fileio import UnverifiedFilesWarning, atomic_write, strict_json
 from .train.lock import WorkdirLocked
 
 #: Modules that add subcommands: each defines ``register(subparsers)``, which adds its
@@ -21,6 +22,9 @@ COMMAND_MODULES = ("elm_jax.train.cli", "elm_jax.tasks.neuronio.cli")
 #: Errors that are the user's (a bad argument, file or setting, a busy work directory):
 #: one line on stderr and exit code 2, no traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, WorkdirLocked)
+#: OSError numbers of the disk (full, read-only, no permission, over quota): also one
+#: line and exit code 2.
+DISK_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -44,12 +48,27 @@ def _load_x(path: str, num_input: int):
         x = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise FileNotFoundError(f"input file {path} does not exist") from None
-    except ValueError as err:
+    except (ValueError, OSError) as err:
         raise ValueError(f"input file {path} is not a readable .npy array: {err}") from None
+    if isinstance(x, np.lib.npyio.NpzFile):
+        names = list(x.files)
+        x.close()
+        raise ValueError(f"input file {path} is an .npz archive (arrays {names}); --input "
+                         f"takes one .npy array, e.g. np.save('x.npy', np.load('{path}')"
+                         f"['{names[0] if names else 'x'}'])")
     if x.ndim != 3 or x.shape[-1] != num_input:
         raise ValueError(f"input {path}: expected shape (batch, time, num_input={num_input}),"
                          f" got {x.shape} (for one sequence save x[None])")
+    if 0 in x.shape[:2]:
+        raise ValueError(f"input {path} has shape {x.shape}: expected at least one sequence "
+                         f"and one time step")
     return x
+
+
+def _with_suffix(path: str, suffix: str) -> Path:
+    """`path` as NumPy saves it (``np.save`` / ``np.savez`` add a missing suffix)."""
+    path = Path(path)
+    return path if path.name.endswith(suffix) else path.with_name(path.name + suffix)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -58,6 +77,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from .apply import apply
     from .checkpoints.model_dir import load_model
 
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    output = _with_suffix(args.output, ".npy")
+    states_path = _with_suffix(args.states, ".npz") if args.states else None
     config, params = load_model(args.checkpoint)
     x = _load_x(args.input, config.num_input)
     ys, memories = [], []
@@ -66,10 +89,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                           return_states=True)
         ys.append(np.asarray(y))
         memories.append(np.asarray(states["memory"]))
-    np.save(args.output, np.concatenate(ys))
-    if args.states:
-        np.savez(args.states, memory=np.concatenate(memories))
-    print(f"wrote {args.output}: y {np.concatenate(ys).shape}")
+    y = np.concatenate(ys)
+    atomic_write(output, lambda f: np.save(f, y))
+    written = [f"{output}: y {y.shape}"]
+    if states_path is not None:
+        memory = np.concatenate(memories)
+        atomic_write(states_path, lambda f: np.savez(f, memory=memory))
+        written.append(f"{states_path}: memory {memory.shape}")
+    print("wrote " + "; ".join(written))
     return 0
 
 
@@ -162,6 +189,14 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
         except USER_ERRORS as err:
             print(f"elm-jax {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:
+            if err.errno not in DISK_ERRNOS:
+                raise
+            # a full or read-only disk, a denied permission: one line, what was written
+            # before stays intact (files are replaced atomically)
+            print(f"elm-jax {args.command}: error: {err.strerror}: "
+                  f"{err.filename or ''}".rstrip(": "), file=sys.stderr)
             return 2
 
 

@@ -34,6 +34,7 @@ def _read_reference_config(config: str | os.PathLike | Mapping[str, Any] | ELMCo
     if isinstance(config, (ELMConfig, Mapping)):
         return config
     path = Path(config)
+    _require_file(path, "model config", "model_config.json")
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -44,6 +45,14 @@ def _read_reference_config(config: str | os.PathLike | Mapping[str, Any] | ELMCo
         raise ValueError(f"model config {path}: expected a JSON object of constructor "
                          f"arguments, got {type(data).__name__}")
     return data
+
+
+def _require_file(path: Path, what: str, pattern: str) -> None:
+    """ValueError when `path` is a directory (naming the matching files in it)."""
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob(pattern))
+        raise ValueError(f"{what} {path} is a directory; give the file itself"
+                         + (f" (it holds {', '.join(found[:5])})" if found else ""))
 
 
 def checkpoint_variant(state: Mapping[str, Any], path: str | os.PathLike = "<state dict>"
@@ -109,6 +118,7 @@ def load_torch_checkpoint(pt_path: str | os.PathLike,
       (including a v1 checkpoint with a ``branch_elm`` config and vice versa).
     """
     path = Path(pt_path)
+    _require_file(path, "torch checkpoint", "*.pt")
     reference_config = _read_reference_config(config)
     state = read_torch_state_dict(path)
     variant = checkpoint_variant(state, path)

@@ -94,7 +94,13 @@ def read_model_config(directory: str | os.PathLike) -> ELMConfig:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path}: expected format {FORMAT!r}, got "
                          f"{meta.get('format') if isinstance(meta, dict) else meta!r}")
-    return ELMConfig.from_dict(meta["config"])
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{path} has no \"config\" object (the ELMConfig of the model); "
+                         f"the file is damaged or was not written by elm_jax")
+    try:
+        return ELMConfig.from_dict(meta["config"])
+    except (TypeError, KeyError) as err:
+        raise ValueError(f"{path}: its \"config\" is not a valid ELMConfig: {err}") from None
 
 
 def load_model(directory: str | os.PathLike, config: ELMConfig | None = None

@@ -114,6 +114,22 @@ def resolve_run(task_name: str, preset: str | None = None,
                            options=options, train=train)
 
 
+def check_model_options(run: RunConfig) -> None:
+    """Check ``model.backend``, ``unroll``, ``remat`` and ``chunk_size`` the way
+    `elm_jax.apply` will (ValueError naming the setting), without tracing anything, so
+    that a bad option is refused before a work directory is written."""
+    from ..apply import resolve_backend
+    from ..backends.options import resolve_options
+
+    kwargs = run.options.apply_kwargs()
+    try:
+        backend = resolve_backend(kwargs.get("backend", "auto"), run.model)
+        resolve_options(backend, **{k: kwargs[k] for k in ("unroll", "remat", "chunk_size")
+                                    if k in kwargs})
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"model.{err}") from None
+
+
 _DATA_CACHE: dict[tuple, Any] = {}
 
 
@@ -508,7 +524,8 @@ class Trainer:
     def _start(self, t0: float) -> _FitState:
         """Data, optimizer, compiled steps, work directory and the (restored) state."""
         run, cfg, task = self.run, self.run.train, self.task
-        self._lock = self._acquire_lock()  # first: a busy workdir is refused at once
+        check_model_options(run)  # cheap checks before anything is written
+        self._lock = self._acquire_lock()  # then: a busy workdir is refused at once
         data = task_data(task, run.task, cfg.seed)
         if (data.num_input, data.num_output) != (run.model.num_input, run.model.num_output):
             raise ValueError(f"task data has num_input={data.num_input}, num_output="
