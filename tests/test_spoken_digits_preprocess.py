@@ -116,10 +116,30 @@ def test_samplers_events_equal_dense_with_dropout(data, cls):
         np.testing.assert_array_equal(np.asarray(a["x"].to_dense()), b["x"])
         np.testing.assert_array_equal(a["y"], b["y"])
         np.testing.assert_array_equal(a["weight"], b["weight"])
+    # binning every batch (no precomputed split) gives the very same batches
+    fresh = cls(data, input_format="events", precompute=False, **kw)
+    assert fresh.binned is None and fresh.capacity == ev.capacity
+    for epoch, i in [(0, 0), (2, 1)]:
+        a, b = ev.batch(epoch, i)["x"], fresh.batch(epoch, i)["x"]
+        for field in ("time", "channel", "value"):
+            np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
     # the "split" capacity bounds every batch the sampler can draw
     per = P.entries_per_sample(data, 10)
     assert ev.capacity >= cls.segments * per.max()
     assert cls(data, input_format="events", capacity="batch", **kw).capacity is None
+
+
+def test_binned_split_matches_bin_entries(data):
+    train, _ = P.validation_split(data, 0.3, seed=0)
+    store = P.BinnedSplit(data, train, bin_ms=6)
+    np.testing.assert_array_equal(store.per_sample, P.entries_per_sample(data, 6, indices=train))
+    rows = np.array([[train[0], train[3]], [train[3], -1], [-1, train[1]]])
+    a, b = store.entries(rows), P.bin_entries(data, rows, 6)
+    for field in ("row", "time", "channel", "count"):
+        np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+    outside = np.setdiff1d(np.arange(len(data)), train)[0]
+    with pytest.raises(ValueError, match="outside the stored split"):
+        store.entries([outside])
 
 
 def test_splits(data):

@@ -37,6 +37,10 @@ Batches are dicts in the trainer's convention (`elm_jax.tasks.base`):
 ``{"x": (B, T, 700) float32 or SpikeEvents, "y": (B,) int32 labels,
 "weight": (B,) float32}``.
 
+By default a sampler bins its whole split once (`BinnedSplit`, about a second for 2,000
+samples) and a batch only gathers the stored entries; ``precompute=False`` bins each batch
+on the fly (`bin_entries`) with the same result.
+
 A sampler reads spikes through a *source*: anything with ``labels``, ``speakers``,
 ``__len__`` and ``spikes(indices) -> (times, units, counts)`` (`SpikeDataset`, or the
 TFDS random-access source of `tfds_builder`).
@@ -248,6 +252,65 @@ def entries_per_sample(source: SpikeSource, bin_ms: int, duration_ms: int = DURA
     return out
 
 
+class BinnedSplit:
+    """The binned entries of every sample of a split, computed once (compressed rows).
+
+    A batch then only gathers stored entries (no binning, no sorting): at 2-ms bins
+    about 4x less work per batch than `bin_entries`, and independent of the bin size.
+    Memory: 6 bytes per binned entry (the 2,000-sample FSDD file: ~50 MB at 2 ms).
+
+    Args:
+      source, indices (default all), bin_ms, duration_ms: as `bin_entries`.
+    Attributes: ``per_sample`` (len(indices),) int64 entries of each sample.
+    """
+
+    def __init__(self, source: SpikeSource, indices: Any = None, bin_ms: int = 2,
+                 duration_ms: int = DURATION_MS, chunk: int = 512):
+        idx = np.arange(len(source)) if indices is None else np.asarray(indices, np.int64)
+        idx = np.unique(idx)
+        self.bin_ms, self.duration_ms = bin_ms, duration_ms
+        self.num_steps = num_bins(bin_ms, duration_ms)
+        self.num_channels = int(getattr(source, "num_channels", NUM_CHANNELS))
+        self.position = np.full(len(source), -1, np.int64)
+        self.position[idx] = np.arange(idx.shape[0])
+        times, channels, counts, per = [], [], [], []
+        for lo in range(0, idx.shape[0], chunk):
+            e = bin_entries(source, idx[lo:lo + chunk], bin_ms, duration_ms)
+            times.append(e.time.astype(np.int32))
+            channels.append(e.channel.astype(np.int16))
+            counts.append(e.count.astype(np.int32))
+            per.append(e.row_counts())
+        self.per_sample = np.concatenate(per) if per else np.zeros(0, np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.per_sample)]).astype(np.int64)
+        time = np.concatenate(times) if times else np.zeros(0, np.int32)
+        count = np.concatenate(counts) if counts else np.zeros(0, np.int32)
+        # the smallest dtypes that hold them: 6 bytes per entry in practice
+        self.time = time.astype(np.int16) if self.num_steps < 2 ** 15 else time
+        self.count = count.astype(np.uint16) if count.max(initial=0) < 2 ** 16 else count
+        self.channel = np.concatenate(channels) if channels else np.zeros(0, np.int16)
+
+    def entries(self, indices: Any) -> BinnedEntries:
+        """`bin_entries` of `indices` ((B,) or (B, S), -1 = empty), from the store."""
+        idx = np.asarray(indices, np.int64)
+        if idx.ndim == 1:
+            idx = idx[:, None]
+        batch, segments = idx.shape
+        flat = idx.reshape(-1)
+        pos = np.where(flat >= 0, self.position[np.maximum(flat, 0)], -2)
+        if (pos == -1).any():
+            raise ValueError("BinnedSplit.entries: a sample outside the stored split")
+        lo = np.where(pos >= 0, self.offsets[np.maximum(pos, 0)], 0)
+        n = np.where(pos >= 0, self.per_sample[np.maximum(pos, 0)], 0)
+        cell = np.repeat(np.arange(flat.shape[0], dtype=np.int64), n)
+        take = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+        row, seg = np.divmod(cell, segments)
+        # samples are disjoint in time within a row and sorted inside: already ordered
+        return BinnedEntries(row, self.time[take] + seg * self.num_steps,  # int64
+                             self.channel[take].astype(np.int64),
+                             self.count[take].astype(np.int64), batch,
+                             segments * self.num_steps, self.num_channels)
+
+
 # ---------------------------------------------------------------------------- splits
 def validation_split(source_or_n: SpikeSource | int, fraction: float = 0.2, seed: int = 0
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -287,7 +350,7 @@ class _Sampler:
                  seed: int = 0, input_format: str = "events", dropout: float = 0.0,
                  eval_dropout: bool = False, capacity: int | str | None = None,
                  capacity_multiple: int = CAPACITY_MULTIPLE, dtype: Any = np.float32,
-                 num_batches: int | None = None):
+                 num_batches: int | None = None, precompute: bool = True):
         self.source = source
         self.indices = (np.arange(len(source)) if indices is None
                         else np.asarray(indices, np.int64).reshape(-1))
@@ -310,6 +373,8 @@ class _Sampler:
         self.dtype = dtype
         self.num_steps = self.segments * num_bins(bin_ms, duration_ms)
         self.num_input = int(getattr(source, "num_channels", NUM_CHANNELS))
+        self.binned = (BinnedSplit(source, self.indices, bin_ms, duration_ms)
+                       if precompute else None)
         self.capacity: int | None = None
         if input_format == "events":
             if capacity is None or capacity == "split":
@@ -325,14 +390,16 @@ class _Sampler:
         """A capacity no batch can exceed: S times the largest per-sample entry count
         of the split (pairs are drawn with replacement, so a row can hold the largest
         sample twice), rounded up to `capacity_multiple` (one compilation per run)."""
-        per = entries_per_sample(self.source, self.bin_ms, self.duration_ms, self.indices)
+        per = (self.binned.per_sample if self.binned is not None else
+               entries_per_sample(self.source, self.bin_ms, self.duration_ms, self.indices))
         need = self.segments * int(per.max(initial=0))
         m = self.capacity_multiple
         return max(m, -(-need // m) * m)
 
     def _assemble(self, rows: np.ndarray, labels: np.ndarray, weight: np.ndarray,
                   dropout_key: list[int]) -> Batch:
-        entries = bin_entries(self.source, rows, self.bin_ms, self.duration_ms)
+        entries = (self.binned.entries(rows) if self.binned is not None
+                   else bin_entries(self.source, rows, self.bin_ms, self.duration_ms))
         if self.dropout:
             entries = entries.dropout(self.dropout, np.random.default_rng(dropout_key))
         if self.input_format == "events":
@@ -387,7 +454,10 @@ class EpochSampler(_Sampler):
         the split (`entries_per_sample`, rounded up to `capacity_multiple`), so every
         batch has one shape; ``"batch"``: each batch's own largest row rounded up.
       dtype: dtype of dense values / event values (counts).
-    Attributes: ``num_batches``, ``num_steps`` (T), ``num_input`` (700), ``capacity``.
+      precompute: bin the whole split once at construction (`BinnedSplit`; batches
+        then only gather, several times faster) instead of binning every batch.
+    Attributes: ``num_batches``, ``num_steps`` (T), ``num_input`` (700), ``capacity``,
+      ``binned`` (the `BinnedSplit` or None).
     """
 
     def _count_batches(self, num_batches: int | None) -> int:
