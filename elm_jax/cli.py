@@ -65,6 +65,22 @@ def _load_x(path: str, num_input: int):
     return x
 
 
+def _check_finite(x, path: str, refuse: bool) -> None:
+    """NaN/inf inputs propagate (through the memory) to every later output of their
+    sequence: refuse them (``--check-finite``) or warn."""
+    import numpy as np
+
+    bad = ~np.isfinite(x)
+    if not bad.any():
+        return
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    text = f"input {path} has {int(bad.sum())} NaN/inf entries (the first at index {first})"
+    if refuse:
+        raise ValueError(f"{text}; --check-finite refuses such inputs")
+    print(f"elm-jax predict: warning: {text}: they propagate to the later outputs of their "
+          f"sequences (--check-finite refuses such inputs)", file=sys.stderr)
+
+
 def _with_suffix(path: str, suffix: str) -> Path:
     """`path` as NumPy saves it (``np.save`` / ``np.savez`` add a missing suffix)."""
     path = Path(path)
@@ -83,6 +99,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     states_path = _with_suffix(args.states, ".npz") if args.states else None
     config, params = load_model(args.checkpoint)
     x = _load_x(args.input, config.num_input)
+    _check_finite(x, args.input, refuse=args.check_finite)
     ys, memories = [], []
     for start in range(0, x.shape[0], args.batch_size):
         y, states = apply(params, x[start:start + args.batch_size], config,
@@ -152,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help=".npy file for y (batch, time, num_output)")
     p.add_argument("--states", help="optional .npz file for the memory trajectory")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--check-finite", action="store_true",
+                   help="refuse inputs holding NaN or inf (default: a warning; they "
+                        "propagate to the later outputs of their sequences)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("demo", help="run a model over NeuronIO-like input and plot it")

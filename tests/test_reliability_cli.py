@@ -111,3 +111,16 @@ def test_bad_model_options_are_refused_before_the_workdir_exists(tmp_path, capsy
                          tmp_path / "run", "--no-progress", "--set", "train.steps=2", setting],
                 message)
     assert not (tmp_path / "run").exists()
+
+
+def test_nonfinite_inputs_warn_or_are_refused(files, capsys):
+    x = np.zeros((2, 5, 5), np.float32)
+    x[1, 3, 2] = np.nan
+    np.save(files / "nan.npy", x)
+    assert main([str(a) for a in _predict(files, "nan.npy")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: input" in err and "1 NaN/inf entries (the first at index (1, 3, 2))" in err
+    y = np.load(files / "y.npy")
+    assert np.isfinite(y[0]).all() and np.isnan(y[1, 3:]).all()   # as the warning says
+    _user_error(capsys, _predict(files, "nan.npy", "--check-finite"),
+                "--check-finite refuses such inputs")
