@@ -124,3 +124,11 @@ def test_nonfinite_inputs_warn_or_are_refused(files, capsys):
     assert np.isfinite(y[0]).all() and np.isnan(y[1, 3:]).all()   # as the warning says
     _user_error(capsys, _predict(files, "nan.npy", "--check-finite"),
                 "--check-finite refuses such inputs")
+
+
+def test_eval_names_a_model_directory_with_a_broken_config(files, capsys):
+    broken = files / "broken"
+    shutil.copytree(files / "model", broken)
+    (broken / "config.json").write_text("{not json")
+    _user_error(capsys, ["eval", "--checkpoint", broken, "--task", "adding"],
+                f"{broken / 'config.json'} is not valid JSON")

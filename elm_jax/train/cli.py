@@ -48,7 +48,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ..checkpoints.model_dir import load_model
-    from ..fileio import strict_json
+    from ..fileio import atomic_write_text, strict_json
     from .trainer import evaluate_params, read_run, resolve_run
 
     if bool(args.workdir) == bool(args.checkpoint):
@@ -65,7 +65,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     else:
         model_dir = Path(args.checkpoint)
         meta_path = model_dir / "config.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        try:
+            meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{meta_path} is not valid JSON: {err}") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
         if "run" in meta:
             from ..tasks import get_task
             from ..tasks.run_config import run_config_from_dict
@@ -104,7 +109,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         result = {**published, **result}
     text = strict_json(result, indent=1, default=float)
     if args.output:
-        Path(args.output).write_text(text)
+        atomic_write_text(args.output, text + "\n")
     print(text)
     return 0
 
