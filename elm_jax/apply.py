@@ -38,7 +38,7 @@ from .core import (ELMState, check_input, check_state, initial_state, matmul, pr
                    readout, synapse_weights, varying_like)
 from .events import check_events, is_events
 from .input_paths import (INPUT_PATHS, final_branch_traces, fold, matrix_drive,
-                          resolve_input_path, structured_drive)
+                          resolve_input, structured_drive)
 from .params import Params
 from .routing import route_to_synapses
 
@@ -137,7 +137,9 @@ def apply(params: Params, x: jax.Array, config: ELMConfig, *, backend: str = "au
     options = resolve_options(backend, options, unroll=unroll, remat=remat,
                               chunk_size=chunk_size, compute_dtype=compute_dtype,
                               custom_backward=custom_backward, deer_options=deer_options)
-    path = resolve_input_path(input_path, config, x)
+    path, densify = resolve_input(input_path, config, x)
+    if densify:
+        x = x.to_dense()
     dyn = prepare(params, config)
     w_s = synapse_weights(params)
     dtype = dyn.input_matrix.dtype

@@ -58,7 +58,7 @@ INPUT_PATHS = ("auto", "matrix", "structured", "folded")
 # cost of one gathered/scattered element in multiply-adds of a dense product (see the
 # module docstring): from a dense input, and one element of a per-event row
 DENSE_GATHER_COST = 200.0
-EVENT_GATHER_COST = 4.0
+EVENT_GATHER_COST = 64.0
 
 
 def input_path_costs(config: ELMConfig, events_per_step: float | None = None
@@ -90,14 +90,29 @@ def input_path_costs(config: ELMConfig, events_per_step: float | None = None
 def resolve_input_path(input_path: str, config: ELMConfig, x: Any = None) -> str:
     """The concrete input path for `input_path` (``"auto"``: the cheapest by
     `input_path_costs` for the input `x`, dense or `SpikeEvents`)."""
+    return resolve_input(input_path, config, x)[0]
+
+
+def resolve_input(input_path: str, config: ELMConfig, x: Any = None) -> tuple[str, bool]:
+    """``(path, densify)``: the concrete input path, and for `SpikeEvents` input whether
+    `apply` should turn the events into a dense array first (with ``"auto"``, when so
+    many events per step come that a dense path plus one scatter per event is cheaper
+    than every event path; an explicit `input_path` keeps the events)."""
     if input_path not in INPUT_PATHS:
         raise ValueError(f"input_path={input_path!r} is invalid: expected one of "
                          f"{INPUT_PATHS}")
     if input_path != "auto":
-        return input_path
-    events_per_step = x.capacity / x.num_steps if is_events(x) else None
+        return input_path, False
+    dense = input_path_costs(config)
+    best_dense = min(dense, key=dense.get)
+    if not is_events(x):
+        return best_dense, False
+    events_per_step = x.capacity / x.num_steps
     costs = input_path_costs(config, events_per_step)
-    return min(costs, key=costs.get)
+    best = min(costs, key=costs.get)
+    if dense[best_dense] + EVENT_GATHER_COST * events_per_step < costs[best]:
+        return best_dense, True
+    return best, False
 
 
 def folded_matrix(w_s: jax.Array, trace_kernel: jax.Array, config: ELMConfig) -> jax.Array:

@@ -11,7 +11,7 @@ import pytest
 
 from elm_jax import ELMState, SpikeEvents, apply
 from elm_jax.config import ELMConfig
-from elm_jax.input_paths import input_path_costs, resolve_input_path
+from elm_jax.input_paths import input_path_costs, resolve_input, resolve_input_path
 from elm_jax.routing import is_identity_routing, route
 from helpers import make_config, random_params, reference
 
@@ -90,6 +90,13 @@ def test_paths_equal_matrix_events(x64, routing):
     config = identity_config() if routing == "identity" else \
         make_config(routing, "elm", 1, "relu")
     check_paths(config, "hoisted", events=True)
+    # "auto" turns these (many per step, for a model this small) into a dense array
+    params, x = random_params(config), spikes(config)
+    events = SpikeEvents.from_dense(x, dtype=np.float64)
+    assert resolve_input("auto", config, events)[1] == (routing == "neuronio")
+    np.testing.assert_allclose(apply(params, events, config),
+                               apply(params, jnp.asarray(x), config, input_path="matrix"),
+                               rtol=TOL, atol=TOL)
 
 
 @pytest.mark.parametrize("case", ["parallel", "two_layers_silu"])
@@ -137,6 +144,12 @@ def test_auto_picks_the_cheapest_path():
     assert resolve_input_path("auto", neuronio, events) == "folded"
     # SHD: 700 x 200 per token either way, but the folded traces are 200 wide, not 700
     assert resolve_input_path("auto", shd, jnp.zeros((1, 4, 700))) == "folded"
+    # events: one 200-wide row each while they are few; a dense product when many
+    few, many = (SpikeEvents(*(np.zeros((1, n), t) for t in (np.int32, np.int32, np.float32)),
+                             100, 700) for n in (500, 5000))
+    assert resolve_input("auto", shd, few) == ("folded", False)
+    assert resolve_input("auto", shd, many) == ("folded", True)
+    assert resolve_input("structured", shd, many) == ("structured", False)
     costs = input_path_costs(shd)
     assert costs["matrix"] > costs["structured"] > costs["folded"]
     # a random table, few branches: the dense product beats gathering from x or F
