@@ -155,6 +155,9 @@ def test_model_options_pass_only_what_is_set(monkeypatch):
     assert kw == {"compute_dtype": jnp.bfloat16, "unroll": 2}
     with pytest.raises(ValueError, match="model.compute_dtype='float16' is invalid"):
         ModelOptions(compute_dtype="float16")
+    assert ModelOptions(input_path="folded").apply_kwargs() == {"input_path": "folded"}
+    with pytest.raises(ValueError, match="model.input_path='sparse' is invalid"):
+        ModelOptions(input_path="sparse")
 
     def old_apply(params, x, config, *, unroll=1, remat="none", compute_dtype=None):
         """An `apply` without the backend option."""

@@ -141,13 +141,15 @@ class TrainConfig:
 class ModelOptions:
     """How the model is executed (``--set model.FIELD=VALUE``, next to ELMConfig fields).
 
-    `backend`, `unroll`, `remat` and `chunk_size` are passed to `elm_jax.apply` only when
-    set (``None`` keeps `apply`'s default); an option that this version of `apply` does
-    not accept raises a clear error.  ``compute_dtype="bfloat16"`` gives mixed
+    `backend`, `input_path`, `unroll`, `remat` and `chunk_size` are passed to
+    `elm_jax.apply` only when set (``None`` keeps `apply`'s default, e.g. the input path
+    chosen by `elm_jax.input_paths`); an option that this version of `apply` does not
+    accept raises a clear error.  ``compute_dtype="bfloat16"`` gives mixed
     precision: bfloat16 matmul operands, float32 parameters, state and accumulation.
     """
 
     backend: str | None = None
+    input_path: str | None = None
     unroll: int | None = None
     remat: str | None = None
     chunk_size: int | None = None
@@ -159,6 +161,10 @@ class ModelOptions:
         for name in ("unroll", "chunk_size"):
             if getattr(self, name) is not None:
                 _check_int(self, name, minimum=1, section="model")
+        from ..input_paths import INPUT_PATHS
+
+        if self.input_path is not None and self.input_path not in INPUT_PATHS:
+            _fail("model", "input_path", self.input_path, f"one of {INPUT_PATHS}")
 
     def apply_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `elm_jax.apply` (checked against its signature)."""
@@ -170,7 +176,7 @@ class ModelOptions:
 
         accepted = set(inspect.signature(apply).parameters)
         kwargs: dict[str, Any] = {}
-        for name in ("backend", "unroll", "remat", "chunk_size"):
+        for name in ("backend", "input_path", "unroll", "remat", "chunk_size"):
             value = getattr(self, name)
             if value is None:
                 continue
