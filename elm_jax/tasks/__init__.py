@@ -51,7 +51,8 @@ from .base import Task, TaskData, head_outputs
 
 #: Modules imported to populate the registry (the first registers its tasks through
 #: its ``TASKS`` tuple, the others at import time).
-TASK_MODULES = ("elm_jax.tasks.synthetic", "elm_jax.tasks.neuronio")
+TASK_MODULES = ("elm_jax.tasks.synthetic", "elm_jax.tasks.neuronio",
+                "elm_jax.tasks.spoken_digits.presets")
 
 _REGISTRY: dict[str, Task] = {}
 _FAILED: dict[str, str] = {}

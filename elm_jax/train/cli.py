@@ -103,7 +103,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
               "split": args.split, "metrics": metrics}
     if task.final_evaluation is not None:
         # the task's own (e.g. published) evaluation; its metrics go to the top level
-        published = task.final_evaluation(run.task, run.model, params, out_dir=args.plots,
+        # plots go to --plots, else beside the --out report
+        plots = args.plots or (str(Path(args.output).parent) if args.output else None)
+        published = task.final_evaluation(run.task, run.model, params, out_dir=plots,
                                           split=args.split,
                                           apply_kwargs=run.options.apply_kwargs())
         result = {**published, **result}
@@ -151,7 +153,8 @@ def register(subparsers) -> None:
                    help="with --task: overrides")
     p.add_argument("--output", "--out", help="also write the JSON result to this file")
     p.add_argument("--data-dir", help="the task's data (sets task.data_dir), e.g. NeuronIO files")
-    p.add_argument("--plots", help="folder for the plots of the task's evaluation (NeuronIO)")
+    p.add_argument("--plots", help="folder for the plots of the task's evaluation (NeuronIO, "
+                        "spoken digits; default: the folder of --out)")
     p.set_defaults(func=_cmd_eval)
 
     p = subparsers.add_parser("tasks", help="list the registered tasks and their presets")
