@@ -179,14 +179,17 @@ def test_evaluation_runs_on_teacher_data(tmp_path):
 
 
 def test_events_and_dense_windows_give_the_same_report(tmp_path):
-    """`ModelPredictor` is fed events ("auto" picks them for NeuronIO models) or dense
-    windows; the predictions agree to float32 rounding and the metrics match."""
+    """`ModelPredictor` is fed events ("auto" picks them for NeuronIO models at real
+    NeuronIO rates) or dense windows; the predictions agree to float32 rounding and the
+    metrics match."""
     path = teacher.generate_file(tmp_path / "Data_test", num_sims=2, duration_ms=1300, seed=5)
     config = elm_jax.ELMConfig.preset("neuronio_branch_dm2")
     params = elm_jax.init_params(__import__("jax").random.key(1), config)
     dense_fn = ev.ModelPredictor(config, params, input_format="dense")
-    events_fn = ev.ModelPredictor(config, params)
-    assert events_fn.prefers_events(3.0) and not dense_fn.prefers_events(3.0)
+    events_fn = ev.ModelPredictor(config, params, input_format="events")
+    auto_fn = ev.ModelPredictor(config, params)  # these teacher inputs are ~8x denser
+    assert auto_fn.prefers_events(3.0) and not auto_fn.prefers_events(40.0)  # than real
+    assert events_fn.prefers_events(40.0) and not dense_fn.prefers_events(3.0)
     calls = []
     seen = lambda fn: lambda x: calls.append(type(x).__name__) or fn(x)  # noqa: E731
     seen_events = seen(events_fn)

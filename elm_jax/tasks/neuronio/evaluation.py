@@ -227,21 +227,20 @@ def _run_windows(fn: Callable[[np.ndarray], Any], data: NeuronIOData, sims: np.n
     return stitched
 
 
-EVENT_CAPACITY_MULTIPLE = 256
+EVENT_CAPACITY_MULTIPLE = 1024
 
 
 def _events_capacity(fn: Any, data: NeuronIOData, window: int, last_start: int) -> int:
     """Events per window to feed `fn` its windows as `elm_jax.SpikeEvents`, or 0 for
     dense arrays: events only when `fn` has a ``prefers_events(events_per_step)``
     method that says yes (`ModelPredictor` does); the capacity is the most events in any
-    evaluation window, rounded up to `EVENT_CAPACITY_MULTIPLE` times a power of two (so
-    files of similar activity share one compiled shape)."""
+    evaluation window, rounded up to a multiple of `EVENT_CAPACITY_MULTIPLE` (so files
+    of similar activity share one compiled shape)."""
     prefers = getattr(fn, "prefers_events", None)
     if prefers is None:
         return 0
     need = max(1, data.max_window_events(window, 0, last_start))
-    capacity = EVENT_CAPACITY_MULTIPLE * 2 ** math.ceil(math.log2(
-        -(-need // EVENT_CAPACITY_MULTIPLE)))
+    capacity = -(-need // EVENT_CAPACITY_MULTIPLE) * EVENT_CAPACITY_MULTIPLE
     return capacity if prefers(capacity / window) else 0
 
 
