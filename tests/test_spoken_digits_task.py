@@ -123,6 +123,13 @@ def test_eval_cli_on_a_test_file_and_on_a_folder(tiny_run, tmp_path, capsys):
                  "--data-dir", str(folder), "--out", str(out2), "--set",
                  f"task.cache_dir={tmp_path / 'cache'}"]) == 0
     assert json.loads(out2.read_text())["accuracy"] == pytest.approx(report["accuracy"])
+    # a file of other classes than the model's is refused in one line
+    other = write_synthetic(tmp_path / "six_test.h5", 12, num_classes=6)
+    capsys.readouterr()
+    assert main(["eval", "--task", "shd", "--checkpoint", str(workdir / "best_model"),
+                 "--data-dir", str(other), "--out", str(tmp_path / "e3" / "r.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "num_output=4" in err and "6 classes" in err, err
     # ... which cannot be trained on: one line, exit 2
     capsys.readouterr()
     assert main(["train", "--task", "shd", "--preset", "tiny", "--workdir",

@@ -66,9 +66,9 @@ def paper_train(batches_per_epoch: int) -> TrainConfig:
                        checkpoint_every=batches_per_epoch, log_every=100)
 
 
-#: The paper's model at 10-ms bins (T 100), 60 FSDD epochs: ~5-10 min on a 2-core CPU
+#: The paper's model at 10-ms bins (T 100), 100 FSDD epochs: ~5-10 min on a 2-core CPU
 #: (measured times in docs/spoken_digits.md).
-SMALL_TRAIN = TrainConfig(steps=12_000, batch_size=8, optimizer="adamax", learning_rate=5e-3,
+SMALL_TRAIN = TrainConfig(steps=20_000, batch_size=8, optimizer="adamax", learning_rate=5e-3,
                           schedule="cosine", grad_clip=0.0, eval_every=1000,
                           checkpoint_every=1000, log_every=200)
 SMALL_ADDING_TRAIN = dataclasses.replace(SMALL_TRAIN, steps=6000)
@@ -89,10 +89,10 @@ SHD_PRESETS = {
         "Branch-ELM 100x15 random routing, d_m 100; as paper_elm otherwise",
         SpokenDigitsTaskConfig(), branch_elm(2), paper_train(SHD_BATCHES_PER_EPOCH)),
     "small": Preset(
-        "the paper's ELM at 10-ms bins (T 100), 12k steps (~5-10 min on a 2-core CPU)",
+        "the paper's ELM at 10-ms bins (T 100), 20k steps (~5-10 min on a 2-core CPU)",
         SpokenDigitsTaskConfig(bin_ms=10), elm(10), SMALL_TRAIN),
     "small_branch": Preset(
-        "the paper's Branch-ELM at 10-ms bins (T 100), 12k steps (~5-10 min on a 2-core "
+        "the paper's Branch-ELM at 10-ms bins (T 100), 20k steps (~5-10 min on a 2-core "
         "CPU)",
         SpokenDigitsTaskConfig(bin_ms=10), branch_elm(10), SMALL_TRAIN),
     "tiny": Preset(
