@@ -85,6 +85,16 @@ def test_paths_equal_matrix_other_backends(x64, backend):
     check_paths(make_config("neuronio", "branch_elm", 1, "relu"), backend, paths=("folded",))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["scan", "associative", "deer"])
+@pytest.mark.parametrize("routing,variant", GRID + FULL_GRID)
+def test_paths_equal_matrix_every_backend_slow(x64, backend, routing, variant):
+    """The whole grid: every other backend x routing x variant (CI runs the cases above)."""
+    config = identity_config(variant) if routing == "identity" else \
+        make_config(routing, variant, 1, "relu")
+    check_paths(config, backend)
+
+
 @pytest.mark.parametrize("routing", ["identity", "neuronio"])
 def test_paths_equal_matrix_events(x64, routing):
     config = identity_config() if routing == "identity" else \
