@@ -4,6 +4,7 @@ data, events vs dense input, the splits, the evaluation CLI and the one-line err
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -166,3 +167,21 @@ def test_registered_tasks_and_options():
         SpokenDigitsTaskConfig(input_format="sparse")
     with pytest.raises(ValueError, match="task.dropout"):
         SpokenDigitsTaskConfig(dropout=1.0)
+
+
+def test_notebook_runs_with_tiny_settings(tmp_path, monkeypatch):
+    import nbformat
+    from helpers import SHARED
+    from nbclient import NotebookClient
+
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    monkeypatch.setenv("ELM_NB_PRESET", "tiny")
+    monkeypatch.setenv("ELM_NB_WORKDIR", str(tmp_path / "run"))
+    monkeypatch.setenv("ELM_JAX_SHARED", str(SHARED))
+    nb = nbformat.read(notebooks / "spoken_digits.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(notebooks)}}).execute()
+    out = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                  for o in c.get("outputs", []))
+    assert '"accuracy"' in out and "SYNTHETIC" in out and "memory (20, 4)" in out, out
+    assert (tmp_path / "run" / "final_evaluation" / "confusion_matrix.png").exists()
