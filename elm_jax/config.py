@@ -21,6 +21,8 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+import numpy as np
+
 VARIANTS = ("elm", "branch_elm")
 ACTIVATIONS = ("relu", "silu")
 ROUTINGS = ("none", "random", "neuronio")
@@ -135,7 +137,16 @@ class ELMConfig:
     memory_feedback: bool = True
 
     def __post_init__(self) -> None:
-        # Normalise the optional fields so that equal models compare equal.
+        # Normalise NumPy scalars to Python numbers and the optional fields, so that
+        # equal models compare (and hash) equal.
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, np.bool_):
+                object.__setattr__(self, field.name, bool(value))
+            elif isinstance(value, np.integer):
+                object.__setattr__(self, field.name, int(value))
+            elif isinstance(value, np.floating):
+                object.__setattr__(self, field.name, float(value))
         if self.mlp_hidden_size is None:
             object.__setattr__(self, "mlp_hidden_size", 2 * _as_int(self.num_memory))
         if self.num_branch is None:

@@ -172,8 +172,12 @@ def summed_like(cotangents, primals):
 
 def check_input(x: jax.Array, config: ELMConfig, name: str, layout: str,
                 ndim: int | None) -> None:
-    """Raise ValueError if `x` has the wrong rank, feature size or dtype."""
-    shape = tuple(getattr(x, "shape", ()))
+    """Raise ValueError if `x` is not an array, or has the wrong rank, feature size or
+    dtype."""
+    if not hasattr(x, "shape"):
+        raise ValueError(f"{name}: expected an array of shape {layout}, got a "
+                         f"{type(x).__name__} (convert it with jnp.asarray)")
+    shape = tuple(x.shape)
     if (ndim is not None and len(shape) != ndim) or not shape or \
             shape[-1] != config.num_input:
         raise ValueError(f"{name}: expected shape {layout} with num_input="
@@ -184,14 +188,18 @@ def check_input(x: jax.Array, config: ELMConfig, name: str, layout: str,
         raise ValueError(f"{name}: expected a real float, integer or bool dtype, got {dtype}")
 
 
-def check_state(state, config: ELMConfig, batch: int, name: str = "initial") -> None:
-    """Raise ValueError unless `state` is an `ELMState` for a batch of `batch`."""
+def check_state(state, config: ELMConfig, batch: int | tuple[int, ...],
+                name: str = "initial") -> None:
+    """Raise ValueError unless `state` is an `ELMState` for a batch of shape `batch` (an
+    int: one batch axis; a tuple: the leading shape, e.g. ``x_t.shape[:-1]``)."""
     if not isinstance(state, ELMState):
         raise ValueError(f"{name}: expected an ELMState, got {type(state).__name__}")
+    lead = (batch,) if isinstance(batch, int) else tuple(batch)
     for field, size in (("branch_traces", config.num_branch), ("memory", config.num_memory)):
         shape = tuple(getattr(getattr(state, field), "shape", ()))
-        if shape != (batch, size):
-            raise ValueError(f"{name}.{field}: expected shape ({batch}, {size}), got {shape}")
+        if shape != (*lead, size):
+            raise ValueError(f"{name}.{field}: expected shape {(*lead, size)}, got "
+                             f"{shape} (the input's leading shape + ({size},))")
 
 
 def step_prepared(dyn: Dynamics, state: ELMState, x_t: jax.Array, config: ELMConfig
@@ -218,7 +226,9 @@ def step(params: Params, state: ELMState, x_t: jax.Array, config: ELMConfig
 
     Args:
       params: parameter dict (`elm_jax.init_params`).
-      state: `ELMState` with branch_traces (..., num_branch), memory (..., num_memory).
+      state: `ELMState` with branch_traces (..., num_branch), memory (..., num_memory),
+        the same leading shape as `x_t` (checked: a mismatched or broadcasting state
+        is a ValueError).
       x_t: (..., num_input) input at this step (float, int or bool; cast to the
         parameter dtype).
       config: the model configuration.
@@ -228,4 +238,5 @@ def step(params: Params, state: ELMState, x_t: jax.Array, config: ELMConfig
     `step_prepared` per step.
     """
     check_input(x_t, config, "x_t", "(..., num_input)", None)
+    check_state(state, config, tuple(x_t.shape[:-1]), "state")
     return step_prepared(prepare(params, config), state, x_t, config)

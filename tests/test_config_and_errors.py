@@ -179,3 +179,32 @@ def test_empty_inputs_are_refused_the_same_on_every_backend(backend, shape):
     params = elm_jax.init_params(jax.random.key(0), config)
     with pytest.raises(ValueError, match="at least one sequence and one time step"):
         elm_jax.apply(params, jnp.zeros((*shape, 3)), config, backend=backend)
+
+
+def test_numpy_scalars_are_accepted_and_normalised():
+    import numpy as np
+
+    config = elm_jax.ELMConfig(num_input=np.int64(4), num_output=np.int32(2),
+                               num_memory=np.int64(3), lambda_value=np.float32(2.0),
+                               memory_feedback=np.bool_(True))
+    plain = elm_jax.ELMConfig(num_input=4, num_output=2, num_memory=3, lambda_value=2.0)
+    assert config == plain and hash(config) == hash(plain)
+    assert type(config.num_input) is int and type(config.lambda_value) is float
+
+
+def test_a_list_input_and_a_mismatched_step_state_are_named():
+    import jax
+    import jax.numpy as jnp
+
+    config = elm_jax.ELMConfig(num_input=3, num_output=1, num_memory=2)
+    params = elm_jax.init_params(jax.random.key(0), config)
+    with pytest.raises(ValueError, match=r"x: expected an array of shape \(batch, time, "
+                                         r"num_input\), got a list"):
+        elm_jax.apply(params, [[[0.0, 1.0, 0.0]]], config)
+    x_t = jnp.ones((4, 3))
+    for batch in ((1,), (3,)):  # a batch-1 state must not broadcast silently
+        with pytest.raises(ValueError, match=r"state.branch_traces: expected shape "
+                                             r"\(4, 3\)"):
+            elm_jax.step(params, elm_jax.initial_state(config, batch), x_t, config)
+    state, y = elm_jax.step(params, elm_jax.initial_state(config, (4,)), x_t, config)
+    assert y.shape == (4, 1)
