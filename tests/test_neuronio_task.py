@@ -159,3 +159,24 @@ def test_eval_cli_on_a_converted_published_checkpoint(tmp_path):
         assert key in report
     assert report["AUC"] >= 0.99
     assert (tmp_path / "plots" / "neuronio_eval_simulation.png").exists()
+
+
+def test_eval_needs_only_the_test_folder(tmp_path, cache, capsys):
+    """`elm-jax eval --task neuronio` on a folder holding only Data_test/ (no training
+    or validation folders) evaluates it; training from it names the missing folders."""
+    from elm_jax import ELMConfig, init_params
+    from elm_jax.checkpoints.model_dir import save_model
+    from elm_jax.cli import main
+    from elm_jax.tasks.neuronio import teacher
+
+    data = tmp_path / "data"
+    teacher.generate_file(data / "Data_test", num_sims=2, duration_ms=1300, seed=4)
+    config = ELMConfig.preset("neuronio_branch_dm2")
+    model = save_model(tmp_path / "model", config, init_params(jax.random.key(0), config))
+    out = tmp_path / "report.json"
+    assert main(["eval", "--task", "neuronio", "--checkpoint", str(model), "--data-dir",
+                 str(data), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["num_simulations"] == 2
+    task_data = NeuronIOTaskData(NeuronIOTaskConfig(data_dir=str(data)), seed=0)
+    with pytest.raises(FileNotFoundError, match="full_ergodic_train_batch_2"):
+        task_data.train_batch(0, 2)

@@ -161,14 +161,22 @@ class NeuronIOTaskData:
         self.cfg = cfg
         self.seed = int(seed)
         self.seq_len = cfg.window
-        self._train_files = split_files(cfg, "train")
+        # evaluating needs no training files: a folder with only Data_test/ is enough
+        # (training from it fails when the first batch is drawn, naming the folders)
+        try:
+            self._train_files: list[Path] | None = split_files(cfg, "train")
+        except FileNotFoundError as err:
+            self._train_files, self._no_train = None, err
         self._samplers: dict[int, WindowSampler] = {}
         self._layouts: dict[str, list] = {}
         self._eval_cap: int | None = None
-        first = load_file(self._train_files[0], cache_dir=cfg.parsed_cache())
+        probe = self._train_files or split_files(cfg, "test")
+        first = load_file(probe[0], cache_dir=cfg.parsed_cache())
         self.num_input = first.num_input
 
     def _sampler(self, batch_size: int) -> WindowSampler:
+        if self._train_files is None:
+            raise self._no_train
         if batch_size not in self._samplers:
             self._samplers[batch_size] = WindowSampler(
                 self._train_files, seed=self.seed, batch_size=batch_size,
@@ -203,12 +211,18 @@ class NeuronIOTaskData:
 
     def _eval_capacity(self) -> int:
         """Events per window for evaluation batches: the most any validation or test
-        window holds, so that both splits share one compiled evaluation step."""
+        window holds (of the splits present), so that both splits share one compiled
+        evaluation step."""
         if self._eval_cap is None:
-            self._eval_cap = max([1] + [
-                int(data.window_event_counts(sims, starts, self.cfg.window).max())
-                for split in ("val", "test")
-                for data, sims, starts in self._eval_layouts(split)])
+            counts = [1]
+            for split in ("val", "test"):
+                try:
+                    layouts = self._eval_layouts(split)
+                except FileNotFoundError:  # e.g. evaluating a folder with only Data_test/
+                    continue
+                counts += [int(data.window_event_counts(sims, starts, self.cfg.window).max())
+                           for data, sims, starts in layouts]
+            self._eval_cap = max(counts)
         return self._eval_cap
 
     def _eval_windows(self, split: str) -> tuple[Any, np.ndarray]:
