@@ -8,7 +8,11 @@ Layout of a model directory::
 
 `save_model` writes all three into a temporary sibling directory (the manifest last,
 once the parameters are on disk) and renames it into place, so a crash never leaves a
-half-written model at ``DIR``.  `load_model` checks every file against the manifest: a
+half-written model at ``DIR``.  In a multi-process JAX run (``jax.process_count() >
+1``) `save_model` and `load_model` must be called by every process with the same
+directory (Orbax synchronises them): all write the parameters into one staging
+directory, process 0 alone writes ``config.json`` and the manifest and renames it into
+place, and every process returns once the directory is complete.  `load_model` checks every file against the manifest: a
 corrupt (e.g. flipped byte) or missing file raises `CorruptFilesError` (a ValueError)
 naming it; a directory without a manifest (written before manifests existed) loads
 with an `UnverifiedFilesWarning`.
@@ -60,26 +64,81 @@ def save_model(directory: str | os.PathLike, config: ELMConfig, params: Params, 
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
+    if jax.process_count() > 1:
+        _save_multiprocess(target, config, params, extra)
+        return target
     staging = make_private_dir_public(
         tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        meta = {"format": FORMAT, "config": config.to_dict(), **(extra or {})}
-        (staging / "config.json").write_text(strict_json(meta, indent=1))
-        checkpointer = _checkpointer()
-        checkpointer.save(staging / "params", jax.device_get(params))
-        checkpointer.wait_until_finished()
-        write_manifest(staging)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
+        _write_staging(staging, config, params, extra)
+        _replace(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _write_config(staging: Path, config: ELMConfig, extra: dict[str, Any] | None) -> None:
+    meta = {"format": FORMAT, "config": config.to_dict(), **(extra or {})}
+    (staging / "config.json").write_text(strict_json(meta, indent=1))
+
+
+def _write_staging(staging: Path, config: ELMConfig, params: Params,
+                   extra: dict[str, Any] | None) -> None:
+    _write_config(staging, config, extra)
+    checkpointer = _checkpointer()
+    checkpointer.save(staging / "params", jax.device_get(params))
+    checkpointer.wait_until_finished()
+    write_manifest(staging)
+
+
+def _replace(staging: Path, target: Path) -> None:
+    """Rename the complete `staging` directory to `target` (replacing it)."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+def _barrier(name: str) -> None:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
+
+
+def _save_multiprocess(target: Path, config: ELMConfig, params: Params,
+                       extra: dict[str, Any] | None) -> None:
+    """`save_model` in a multi-process run: every process calls it with the same path.
+
+    The staging directory has a fixed name (all processes must give Orbax one path; the
+    work directory's lock keeps other runs out); process 0 (re)creates it, every process
+    saves the parameters (Orbax: process 0 writes replicated values, then all synchronise),
+    process 0 writes config.json and the manifest and renames it into place, and a last
+    barrier makes the directory visible to all before any returns.
+    """
+    main = jax.process_index() == 0
+    staging = target.with_name(f".{target.name}.tmp-multiprocess")
+    key = f"elm_jax.save_model:{target}"
+    if main:
+        if staging.exists():  # left by a killed run
+            shutil.rmtree(staging)
+        staging.mkdir()
+    _barrier(f"{key}:staging")
+    try:
+        checkpointer = _checkpointer()
+        checkpointer.save(staging / "params", jax.device_get(params))
+        checkpointer.wait_until_finished()
+        if main:
+            _write_config(staging, config, extra)
+            write_manifest(staging)
+            _replace(staging, target)
+    finally:
+        if main and staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    _barrier(f"{key}:done")
 
 
 def read_model_config(directory: str | os.PathLike) -> ELMConfig:

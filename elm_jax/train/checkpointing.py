@@ -23,6 +23,11 @@ resumed run can save that step again); only when no checkpoint is intact does it
 (`CorruptFilesError` naming each one and its files).  A checkpoint without a manifest
 (written by an earlier version, or by a process killed between Orbax's rename and the
 manifest) is used if Orbax reads it, with a note that it is unverified.
+
+Several processes (``jax.process_count() > 1``): every process makes the same calls
+(Orbax synchronises its saves and restores); process 0 alone writes the manifests and
+moves damaged checkpoints aside, and the others wait for it at a barrier.  Every process
+checks the same files, so all resume from the same step.
 """
 
 from __future__ import annotations
@@ -94,8 +99,9 @@ class RunCheckpoints:
                                                         meta=ocp.args.JsonSave(json_safe(meta))),
                           metrics=metrics, force=True)
         self.manager.wait_until_finished()
-        if jax.process_index() == 0:
+        if jax.process_index() == 0:  # Orbax has synchronised: the step is complete
             write_manifest(self.step_dir(step))
+        _barrier(f"elm_jax.checkpoint:{self.directory}:{step}:manifest")
         return True
 
     def step_dir(self, step: int) -> Path:
@@ -162,6 +168,7 @@ class RunCheckpoints:
                 if target.exists():
                     shutil.rmtree(target)
                 os.replace(self.step_dir(step), target)
+        _barrier(f"elm_jax.checkpoint:{self.directory}:set_aside")
         self.manager.reload()
         return aside
 
@@ -180,6 +187,12 @@ class RunCheckpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _barrier(name: str) -> None:
+    from .parallel import barrier
+
+    barrier(name)
 
 
 def _orbax_error(where: Path, err: Exception) -> str:

@@ -6,6 +6,9 @@ one device, several CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_co
 several GPUs or TPU cores, and several hosts after `jax.distributed.initialize()`: each
 process computes the same global batch (the data is a pure function of the step) and
 `jax.make_array_from_callback` keeps the shards that live on its devices.
+
+In a multi-process run every process runs the same trainer code; `barrier` and
+`any_process` are the two host-side agreements it needs (no-ops with one process).
 """
 
 from __future__ import annotations
@@ -53,3 +56,23 @@ def put_batch(batch: dict[str, Any], sharding: NamedSharding) -> dict[str, Any]:
                                             lambda index: value[index])
 
     return jax.tree_util.tree_map(put, dict(batch))
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches the barrier `name` (the same name on all
+    processes, else AssertionError naming it); a no-op in a one-process run."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is true on any process (every process must call it; a collective
+    in a multi-process run, `flag` itself with one process)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.asarray([int(bool(flag))], np.int32))
+    return bool(np.any(flags))

@@ -13,11 +13,19 @@ runs it in a work directory::
     WORKDIR/report.json      test metrics, parameter count, wall time, throughput, outputs
     WORKDIR/.lock            held while a process trains the run (`elm_jax.train.lock`):
                              a second process on the same workdir is refused
+                             (process I > 0 of a multi-process run holds .lock.I)
 
 Exact resumption: the training batch of step ``s`` is ``TaskData.train_batch(s)`` and
 the dropout key is ``fold_in(key, s)``, so a run restored from the checkpoint of step
 ``s`` continues exactly as the uninterrupted run did.  SIGINT/SIGTERM finish the
 current step, save a checkpoint and stop (a second SIGINT aborts at once).
+
+Several processes (``elm-jax train --distributed``, `jax.distributed.initialize`): every
+process runs this trainer on the same global batches (`put_batch` keeps its shards);
+Orbax saves (checkpoints, ``best_model``, ``final_model``) are made by all processes,
+the other files (run.json, metrics.jsonl, TensorBoard, plots, report.json, manifests)
+by process 0 alone; a lock refused to one process stops all of them, and a signal to
+any process stops all at the same step (they agree at each logged step).
 """
 
 from __future__ import annotations
@@ -59,10 +67,18 @@ from ..tasks.run_config import (
     run_config_from_dict,
 )
 from .checkpointing import RunCheckpoints
-from .lock import LOCK_NAME, WorkdirLock
+from .lock import LOCK_NAME, WorkdirLock, WorkdirLocked
 from .observe import MetricsLog, Progress
 from .optim import make_optimizer
-from .parallel import batch_sharding, check_batch_size, make_mesh, put_batch, replicated
+from .parallel import (
+    any_process,
+    barrier,
+    batch_sharding,
+    check_batch_size,
+    make_mesh,
+    put_batch,
+    replicated,
+)
 from .plots import plot_curves
 
 RUN_FORMAT = "elm_jax.run/1"
@@ -410,9 +426,25 @@ class Trainer:
 
     def _acquire_lock(self) -> WorkdirLock:
         """Lock the work directory (`WorkdirLocked` naming the holder if another process
-        writes into it); one lock file per process of a multi-process run."""
-        name = LOCK_NAME if jax.process_count() == 1 else f"{LOCK_NAME}.{jax.process_index()}"
-        return WorkdirLock(self.workdir, name=name, command=self.command).acquire()
+        writes into it); one lock file per process of a multi-process run (process 0:
+        ``.lock``, as a one-process run, so that the two exclude each other), and if
+        any process is refused, all of them stop."""
+        index = jax.process_index()
+        lock = WorkdirLock(self.workdir, name=LOCK_NAME if index == 0 else f"{LOCK_NAME}.{index}",
+                           command=self.command)
+        if jax.process_count() == 1:
+            return lock.acquire()
+        refused: WorkdirLocked | None = None
+        try:
+            lock.acquire()
+        except WorkdirLocked as err:
+            refused = err
+        if any_process(refused is not None):
+            lock.release()
+            raise refused or WorkdirLocked(
+                f"{self.workdir} is in use: another process of this run was refused its lock "
+                f"(its message names the holder)")
+        return lock
 
     # ------------------------------------------------------------------ setup
     def _prepare_workdir(self) -> dict[str, Any]:
@@ -439,6 +471,7 @@ class Trainer:
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     "num_params": count_params(self.run.model),
                     "environment": environment_info()}
+        barrier("elm_jax.trainer:run.json checked")  # every process read it before it changes
         if self.is_main:
             atomic_write_text(run_json, strict_json(info, indent=1))
         return info
@@ -639,8 +672,19 @@ class Trainer:
         return True
 
     def _stop_requested(self, r: _FitState) -> bool:
-        return self._stop is not None or (self.stop_after_steps is not None
-                                          and r.steps_here >= self.stop_after_steps)
+        if self.stop_after_steps is not None and r.steps_here >= self.stop_after_steps:
+            return True
+        if jax.process_count() == 1:
+            return self._stop is not None
+        # all processes must stop (and save) at the same step: a signal to any of them
+        # stops all at the next logged step (one small collective there)
+        cfg = self.run.train
+        if r.step % cfg.log_every and r.step != cfg.steps:
+            return False
+        if any_process(self._stop is not None):
+            self._stop = self._stop or "a signal to another process of the run"
+            return True
+        return False
 
     @contextlib.contextmanager
     def _untimed(self, r: _FitState, metrics: Any, pause: bool):
@@ -659,8 +703,8 @@ class Trainer:
         r.log.write("val", r.step, val)
         if self._improved(val, r.best):
             r.best = {"step": r.step, "metric": cfg.best_metric, "value": val[cfg.best_metric]}
-            if self.is_main:
-                self._export(self.workdir / "best_model", r.state["params"], r.step, val)
+            # every process: an Orbax save (process 0 writes the files)
+            self._export(self.workdir / "best_model", r.state["params"], r.step, val)
         r.progress.update(r.step, r.last_loss, None, None, extra=_fmt_val(val), force=True)
         return val
 
@@ -759,8 +803,8 @@ class Trainer:
             test_best = self.evaluator(best_params, r.data, "test")
         r.log.write("test", r.step, {**test_best, "params": "best"})
         r.log.write("test", r.step, {**test_final, "params": "final"})
-        if self.is_main:
-            self._export(self.workdir / "final_model", final_params, r.step, None)
+        # every process: an Orbax save (process 0 writes the files)
+        self._export(self.workdir / "final_model", final_params, r.step, None)
         out: dict[str, Any] = {"test": test_best, "test_final": test_final}
         if self.task.final_evaluation is not None and self.is_main:
             out["final_evaluation"] = self.task.final_evaluation(
