@@ -9,8 +9,9 @@ on one device) is the reference.
   one-process run's to ``RTOL`` (see below); each record is written once, by process 0.
 * One ``metrics.jsonl``, ``report.json``, ``best_model/`` and ``final_model/`` (with
   manifests, loadable), no staging directories or lock files left behind.
-* (slow) Both processes killed (SIGKILL) after a checkpoint exists, then ``--resume`` in
-  both: the run ends with the losses of the uninterrupted two-process run.
+* (slow) SIGTERM to one process stops both at the same step (checkpoint saved, exit 3);
+  resumed, both are killed (SIGKILL) after a checkpoint exists; ``--resume`` in both
+  ends the run with the losses of the uninterrupted two-process run.
 
 Every subprocess has a timeout: a hang (e.g. processes waiting at different barriers)
 fails the test with both processes' output instead of blocking CI.
@@ -183,29 +184,57 @@ def test_two_processes_train_one_run_like_one_process(tmp_path):
     _check_against_one_process(tmp_path, steps=6, every=3)
 
 
+def _wait_for(path: Path, procs) -> None:
+    """Wait until `path` exists (failing if the run ends or hangs first)."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while not path.exists():
+        if time.monotonic() > deadline or any(p.poll() is not None for p, _ in procs):
+            _kill(procs)
+            pytest.fail(f"{path} did not appear\n{_logs(procs)}")
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
-def test_two_processes_killed_and_resumed(tmp_path):
+def test_two_processes_stopped_killed_and_resumed(tmp_path):
     steps, every = 40, 10
     settings = _settings(steps, every)
     whole = _check_against_one_process(tmp_path, steps, every)
-    # the same run, slowed down, killed (both processes, SIGKILL) once a checkpoint is
-    # complete (its manifest is written after Orbax has committed the step)
-    killed = tmp_path / "killed"
-    procs = _start(killed, settings, 2, env=_env(ELM_JAX_DEBUG_STEP_DELAY="0.3"))
-    manifest = killed / "checkpoints" / "20" / "manifest.json"
-    deadline = time.monotonic() + TIMEOUT_S
-    while not manifest.exists():
-        if time.monotonic() > deadline or any(p.poll() is not None for p, _ in procs):
-            _kill(procs)
-            pytest.fail(f"no checkpoint 20 appeared\n{_logs(procs)}")
-        time.sleep(0.05)
+    run, slow = tmp_path / "interrupted", _env(ELM_JAX_DEBUG_STEP_DELAY="0.3")
+    # 1. SIGTERM to process 1 only: both stop at the same (logged) step and save it
+    procs = _start(run, settings, 2, env=slow)
+    _wait_for(run / "checkpoints" / "10" / "manifest.json", procs)
+    procs[1][0].send_signal(signal.SIGTERM)
+    _wait(procs)
+    codes = [proc.returncode for proc, _ in procs]
+    assert codes == [3, 3], f"exit codes {codes}\n{_logs(procs)}"  # EXIT_INTERRUPTED
+    report = json.loads((run / "report.json").read_text())
+    assert report["status"] == "interrupted" and report["step"] == 20
+    assert "a signal to another process of the run" in procs[0][1].read_text()
+    # 2. resumed, then both processes killed (SIGKILL) once checkpoint 30 is complete
+    # (its manifest is written after Orbax has committed the step on all processes)
+    procs = _start(run, settings, 2, "--resume", env=slow)
+    _wait_for(run / "checkpoints" / "30" / "manifest.json", procs)
     _kill(procs)
-    assert not (killed / "report.json").exists()
-    # both resume from the same (latest intact) checkpoint and finish the run
-    outputs = _run(killed, settings, 2, "--resume")
-    report = json.loads((killed / "report.json").read_text())
-    assert report["resumed_from"] in (20, 30) and report["step"] == steps
+    # 3. resumed again: both processes pick checkpoint 30 and finish the run
+    outputs = _run(run, settings, 2, "--resume")
+    report = json.loads((run / "report.json").read_text())
+    assert report["resumed_from"] == 30 and report["step"] == steps
     assert "took over the stale lock" in outputs[0]
-    _assert_written_once(killed, steps, killed=True)
+    _assert_written_once(run, steps, killed=True)
     # the same computation as the uninterrupted two-process run
-    _assert_same_metrics(_records(killed), _records(whole), rtol=1e-6)
+    _assert_same_metrics(_records(run), _records(whole), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--process-id", "1"], "--process-id need(s) --distributed"),
+    (["--distributed", "--coordinator-address", "localhost:1", "--num-processes", "2",
+      "--process-id", "2"], "--process-id 2 must be in [0, --num-processes 2)"),
+])
+def test_bad_distributed_options_are_refused_before_anything(tmp_path, capsys, args, message):
+    from elm_jax.cli import main
+
+    workdir = tmp_path / "run"
+    assert main(["train", "--task", "adding", "--preset", "tiny", "--workdir", str(workdir),
+                 *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not workdir.exists()

@@ -22,6 +22,15 @@ def _cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    given = [f"--{name.replace('_', '-')}" for name in
+             ("coordinator_address", "num_processes", "process_id")
+             if getattr(args, name) is not None]
+    if given and not args.distributed:
+        raise ValueError(f"{', '.join(given)} need(s) --distributed")
+    if args.distributed and args.num_processes is not None and args.process_id is not None \
+            and not 0 <= args.process_id < args.num_processes:
+        raise ValueError(f"--process-id {args.process_id} must be in [0, --num-processes "
+                         f"{args.num_processes})")
     if args.distributed:
         import jax
 
