@@ -71,7 +71,7 @@ def paper_train(batches_per_epoch: int) -> TrainConfig:
 SMALL_TRAIN = TrainConfig(steps=20_000, batch_size=8, optimizer="adamax", learning_rate=5e-3,
                           schedule="cosine", grad_clip=0.0, eval_every=1000,
                           checkpoint_every=1000, log_every=200)
-SMALL_ADDING_TRAIN = dataclasses.replace(SMALL_TRAIN, steps=6000)
+SMALL_ADDING_TRAIN = dataclasses.replace(SMALL_TRAIN, steps=12_000)
 TINY_TRAIN = TrainConfig(steps=4, batch_size=4, optimizer="adamax", learning_rate=5e-3,
                          eval_every=2, checkpoint_every=2, log_every=1, grad_clip=0.0)
 TINY_TASK = {"bin_ms": 50, "synthetic_train": 48, "synthetic_test": 16,
@@ -109,7 +109,7 @@ ADDING_PRESETS = {
         "Branch-ELM 100x15 random routing, d_m 100, tau_m 1-1000 ms; as paper_elm otherwise",
         SpokenDigitsTaskConfig(), branch_elm(2, tau_max=1000.0), paper_train(2000)),
     "small": Preset(
-        "the paper's ELM (tau_m 1-1000 ms) at 10-ms bins (T 200), 6k steps, 100 "
+        "the paper's ELM (tau_m 1-1000 ms) at 10-ms bins (T 200), 12k steps, 100 "
         "validation / 250 test batches (~5-10 min on a 2-core CPU)",
         SpokenDigitsTaskConfig(bin_ms=10, num_val_batches=100, num_test_batches=250),
         elm(10, tau_max=1000.0), SMALL_ADDING_TRAIN),
