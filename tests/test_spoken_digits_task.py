@@ -124,6 +124,10 @@ def test_eval_cli_on_a_test_file_and_on_a_folder(tiny_run, tmp_path, capsys):
                  "--data-dir", str(folder), "--out", str(out2), "--set",
                  f"task.cache_dir={tmp_path / 'cache'}"]) == 0
     assert json.loads(out2.read_text())["accuracy"] == pytest.approx(report["accuracy"])
+    # a run that held out a speaker evaluates a test file whole, too
+    held = SpokenDigitsData(SpokenDigitsTaskConfig(data_dir=str(files["test"]),
+                                                   hold_out_speaker=1))
+    assert held.splits["test"][1].size == 12
     # a file of other classes than the model's is refused in one line
     other = write_synthetic(tmp_path / "six_test.h5", 12, num_classes=6)
     capsys.readouterr()
