@@ -25,19 +25,18 @@ in float64 to 1e-10):
   construction `folded_matrix`.  Branch traces are computed only when asked for
   (``return_states``, ``return_final_state``).
 
-``"auto"`` (`resolve_input_path`) picks the path with the lowest `input_path_costs`:
+``"auto"`` (`resolve_input`) picks the path with the lowest `input_path_costs`:
 multiply-adds per token of the routing, the trace recurrence and the trace half of the
 first layer, where a gathered or scattered element counts as a number of multiply-adds
-of a dense product.  On XLA:CPU a gather from a dense input is slow (measured: 18 M
-gathered elements of NeuronIO's input take ~40 ms where the 230 M multiply-adds of
-``x @ R`` take ~6 ms, so `DENSE_GATHER_COST` = 200), while gathering one short row per
-event is cheap (`EVENT_GATHER_COST`).  On GPU/TPU the dense products are relatively
-cheaper still; the same constants are used there, untested (no accelerator was
-available; docs/performance.md).  Event inputs count by their capacity per time step
-(an upper bound).  So on CPU: NeuronIO's dense input takes ``"folded"`` (1278 x 30
-instead of 1278 x 45 + 45 x 30 per token), its events ``"folded"`` (one 30-wide row per
-event), SHD's identity routing ``"folded"`` either way (700 x 200 per token dense, one
-200-wide row per event, and 200-wide instead of 700-wide traces).
+of a dense product: `DENSE_GATHER_COST` for an element gathered from a dense input
+(slow on XLA:CPU), `EVENT_GATHER_COST` for an element of a row gathered or scattered per
+event.  Both constants come from CPU measurements (docs/performance.md); they are used
+unchanged, untested, on GPU/TPU.  Event inputs count by their capacity per time step (an
+upper bound); when a dense path plus one scatter per event is cheaper than every event
+path, `apply` turns the events into a dense array first.  On CPU this gives
+``"folded"`` for the published NeuronIO Branch-ELMs (dense: 1278 x h1 instead of
+1278 x 45 + 45 x h1 per token; events: one h1-wide row each) and for the SHD ELM
+(identity routing: 700 x 200 per token dense, and 200-wide instead of 700-wide traces).
 """
 
 from __future__ import annotations
