@@ -124,9 +124,8 @@ def route(x: jnp.ndarray, w_s: jnp.ndarray, config: ELMConfig) -> jnp.ndarray:
 
     Identity routing is the elementwise ``x * w_s``; any other table gathers the input
     of every synapse slot, weights it and sums each branch's slots (``num_synapse``
-    multiply-adds per token instead of ``num_input * num_branch``, but on XLA:CPU a
-    gathered element costs about as much as 200 multiply-adds of a dense product, see
-    `elm_jax.input_paths`).
+    multiply-adds per token instead of ``num_input * num_branch``, but gathers are slow
+    on XLA:CPU: see `elm_jax.input_paths.DENSE_GATHER_COST`).
 
     Args:
       x: (..., num_input).
