@@ -63,8 +63,7 @@ def check_paths(config, backend, paths=("structured", "folded"), events=False, s
         assert_close(got, want, f"{backend}/{path}/events={events}")
 
 
-GRID = [("identity", "elm"), ("none", "branch_elm"), ("random", "elm"),
-        ("neuronio", "branch_elm")]
+GRID = [("identity", "elm"), ("neuronio", "branch_elm")]  # CI; the rest are slow
 FULL_GRID = [(r, v) for r in ("identity", "none", "random", "neuronio")
              for v in ("elm", "branch_elm") if (r, v) not in GRID]
 
