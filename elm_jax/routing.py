@@ -135,17 +135,15 @@ def route(x: jnp.ndarray, w_s: jnp.ndarray, config: ELMConfig) -> jnp.ndarray:
     x = x.astype(w_s.dtype)
     if is_identity_routing(config):
         return x * w_s
-    inputs, _, valid = routing_arrays(config)
-    weights = jnp.where(jnp.asarray(valid), w_s, jnp.zeros_like(w_s))
-    gathered = jnp.take(x, jnp.asarray(inputs), axis=-1) * weights
-    return gathered.reshape(*x.shape[:-1], config.num_branch,
+    weighted = route_to_synapses(x, config) * w_s  # empty slots are zero
+    return weighted.reshape(*x.shape[:-1], config.num_branch,
                             config.num_synapse_per_branch).sum(-1)
 
 
 def route_to_synapses(x: jnp.ndarray, config: ELMConfig) -> jnp.ndarray:
     """Gather the input of every synapse slot (zero for empty slots).
 
-    Only used to report per-synapse traces; the recurrence uses `branch_input_matrix`.
+    Used to report per-synapse traces and by `route`.
 
     Args:
       x: (..., num_input).
