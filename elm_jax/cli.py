@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .fileio import UnverifiedFilesWarning, atomic_write, strict_json
+from .fileio import UnverifiedFilesWarning, atomic_write, atomic_write_text, strict_json
 from .train.lock import WorkdirLocked
 
 #: Modules that add subcommands: each defines ``register(subparsers)``, which adds its
@@ -147,7 +147,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     summary = {"source": source, "time_steps": args.time, "y_shape": list(y.shape),
                "y_finite": bool(np.isfinite(np.asarray(y)).all()),
                "files": [str(out / "demo_run.png"), str(out / "demo_run.npz")]}
-    (out / "demo_summary.json").write_text(strict_json(summary, indent=1))
+    atomic_write_text(out / "demo_summary.json", strict_json(summary, indent=1))
     print(strict_json(summary, indent=1))
     return 0
 

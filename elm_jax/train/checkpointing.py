@@ -47,6 +47,7 @@ from ..fileio import (
     manifest_problems,
     write_manifest,
 )
+from .parallel import barrier
 
 
 def _ocp():
@@ -101,7 +102,7 @@ class RunCheckpoints:
         self.manager.wait_until_finished()
         if jax.process_index() == 0:  # Orbax has synchronised: the step is complete
             write_manifest(self.step_dir(step))
-        _barrier(f"elm_jax.checkpoint:{self.directory}:{step}:manifest")
+        barrier(f"elm_jax.checkpoint:{self.directory}:{step}:manifest")
         return True
 
     def step_dir(self, step: int) -> Path:
@@ -168,7 +169,7 @@ class RunCheckpoints:
                 if target.exists():
                     shutil.rmtree(target)
                 os.replace(self.step_dir(step), target)
-        _barrier(f"elm_jax.checkpoint:{self.directory}:set_aside")
+        barrier(f"elm_jax.checkpoint:{self.directory}:set_aside")
         self.manager.reload()
         return aside
 
@@ -187,12 +188,6 @@ class RunCheckpoints:
 
     def close(self) -> None:
         self.manager.close()
-
-
-def _barrier(name: str) -> None:
-    from .parallel import barrier
-
-    barrier(name)
 
 
 def _orbax_error(where: Path, err: Exception) -> str:

@@ -825,8 +825,7 @@ class Trainer:
 
 
 def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.generic, np.ndarray, jax.Array)):
-        return np.asarray(value).tolist()
+    # NumPy / JAX values are already plain (`strict_json` runs `json_safe`)
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
