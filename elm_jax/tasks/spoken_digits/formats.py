@@ -415,9 +415,6 @@ def read_shd(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = N
         attrs=attrs)
 
 
-load_split = read_shd
-
-
 # ---------------------------------------------------------------------------- writer
 def write_shd(path: str | os.PathLike, times: Sequence[np.ndarray],
               units: Sequence[np.ndarray], labels: Sequence[int],

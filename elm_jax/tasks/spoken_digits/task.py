@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import run_config
 from .formats import SpikeDataset, find_split_files, has_data_suffix, read_shd
 from .preprocess import (
     ADDING_NUM_BATCHES,
@@ -129,14 +130,11 @@ class SpokenDigitsTaskConfig:
                 _fail(name, value, f"a number >= 0 and {high}")
 
 
-def _fail(name: str, value: Any, expected: str) -> None:
-    raise ValueError(f"task.{name}={value!r} is invalid: expected {expected}")
+_fail = functools.partial(run_config._fail, "task")
 
 
 def _check_int(cfg: Any, name: str, low: int) -> None:
-    value = getattr(cfg, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        _fail(name, value, f"an integer >= {low}")
+    run_config._check_int(cfg, name, low, section="task")
 
 
 # ---------------------------------------------------------------------------- files
@@ -335,6 +333,20 @@ def _data_for_eval(cfg: SpokenDigitsTaskConfig, adding: bool) -> SpokenDigitsDat
 
 
 # ---------------------------------------------------------------------------- evaluation
+@functools.lru_cache(maxsize=16)
+def _logits_step(model_config: Any, apply_items: tuple) -> Any:
+    """Jitted ``(params, x) -> last-step logits`` of a model, compiled once per model
+    configuration and `elm_jax.apply` options (not once per evaluation)."""
+    import jax
+
+    from ...apply import apply
+    from ..base import head_outputs
+
+    kwargs = dict(apply_items)
+    return jax.jit(lambda p, x: head_outputs(apply(p, x, model_config, **kwargs),
+                                             "last_step"))
+
+
 def predict_classes(model_config: Any, params: Any, batches: Iterator[Batch],
                     apply_kwargs: dict[str, Any] | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -349,12 +361,7 @@ def predict_classes(model_config: Any, params: Any, batches: Iterator[Batch],
     """
     import jax
 
-    from ...apply import apply
-    from ..base import head_outputs
-
-    kwargs = dict(apply_kwargs or {})
-    step = jax.jit(lambda p, x: head_outputs(apply(p, x, model_config, **kwargs),
-                                             "last_step"))
+    step = _logits_step(model_config, tuple(sorted((apply_kwargs or {}).items())))
     preds, targets = [], []
     for batch in batches:
         logits = np.asarray(jax.device_get(step(params, batch["x"])))
