@@ -14,7 +14,10 @@ each with its own options object (`elm_jax.backends.options`; docs/backends.md):
   use `lax.associative_scan` (O(log T) depth): for GPU/TPU.
 * ``"deer"`` (`DeerOptions`) -- experimental: the exact nonlinear memory recurrence
   solved by Newton iterations (`elm_jax.backends.deer`).
-* ``"auto"`` -- `resolve_backend`: ``"hoisted"`` on CPU, ``"associative"`` on GPU/TPU.
+* ``"auto"`` -- `resolve_backend`: ``"hoisted"`` on CPU; on GPU/TPU ``"associative"``
+  for the parallel ELM (``memory_feedback=False``) and ``"scan"`` for the exact ELM
+  (measured on an H200, docs/performance.md: the exact ELM's step loop is faster under
+  ``"scan"`` there, while the parallel ELM's associative scans are ~100x faster).
 
 This module only validates, routes the input, dispatches and reads out.
 """
@@ -59,7 +62,7 @@ def resolve_backend(backend: str, config: ELMConfig, platform: str | None = None
         return backend
     platform = platform or jax.default_backend()
     if platform in ("gpu", "cuda", "rocm", "tpu"):
-        return "associative"
+        return "scan" if config.memory_feedback else "associative"
     return "hoisted"
 
 

@@ -170,8 +170,11 @@ def test_resolution_rules_and_errors():
     config = make_config("none", "elm", 1, "relu")
     assert resolve_backend("auto", config, "cpu") == "hoisted"
     assert resolve_backend("auto", config.replace(memory_feedback=False), "cpu") == "hoisted"
-    assert resolve_backend("auto", config, "gpu") == "associative"
-    assert resolve_backend("auto", config, "tpu") == "associative"
+    assert resolve_backend("auto", config, "gpu") == "scan"
+    assert resolve_backend("auto", config, "tpu") == "scan"
+    parallel = config.replace(memory_feedback=False)
+    assert resolve_backend("auto", parallel, "gpu") == "associative"
+    assert resolve_backend("auto", parallel, "tpu") == "associative"
     assert resolve_remat("auto", 100) == "none" and resolve_remat("auto", 16384) == "chunk"
     assert default_chunk_size(16384) == 128 and default_chunk_size(10) == 8
     params = elm_jax.init_params(jax.random.key(0), config)
