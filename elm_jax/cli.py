@@ -12,6 +12,7 @@ import importlib.util
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 from .fileio import UnverifiedFilesWarning, atomic_write, atomic_write_text, strict_json
 from .train.lock import WorkdirLocked
@@ -87,6 +88,14 @@ def _with_suffix(path: str, suffix: str) -> Path:
     return path if path.name.endswith(suffix) else path.with_name(path.name + suffix)
 
 
+def _require_elm(config: Any, checkpoint: str, command: str) -> None:
+    from .models import describe_model, model_kind
+
+    if model_kind(config) != "elm":
+        raise ValueError(f"elm-jax {command} shows an ELM's memory states; {checkpoint} holds "
+                         f"an {describe_model(config)} (evaluate it with elm-jax eval)")
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -98,6 +107,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     output = _with_suffix(args.output, ".npy")
     states_path = _with_suffix(args.states, ".npz") if args.states else None
     config, params = load_model(args.checkpoint)
+    _require_elm(config, args.checkpoint, "predict")
     x = _load_x(args.input, config.num_input)
     _check_finite(x, args.input, refuse=args.check_finite)
     ys, memories = [], []
@@ -130,6 +140,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.checkpoint:
         config, params = load_model(args.checkpoint)
+        _require_elm(config, args.checkpoint, "demo")
         source = f"checkpoint {args.checkpoint}"
     else:
         config = ELMConfig.preset(args.preset)

@@ -2,7 +2,8 @@
 
 Layout of a model directory::
 
-    DIR/config.json   {"format": "elm_jax.model/1", "config": ELMConfig.to_dict()}
+    DIR/config.json   {"format": "elm_jax.model/1", "config": config.to_dict()}
+                      (an ELMConfig, or an LSTMConfig with "kind": "lstm")
     DIR/params/       Orbax StandardCheckpointer tree of the parameter dict
     DIR/manifest.json size and sha256 of every other file (`elm_jax.fileio`)
 
@@ -29,14 +30,14 @@ from typing import Any
 
 import jax
 
-from ..config import ELMConfig
 from ..fileio import (
     make_private_dir_public,
     strict_json,
     verify_manifest,
     write_manifest,
 )
-from ..params import Params, check_params
+from ..models import ModelConfig, check_model_params, model_config_from_dict
+from ..params import Params
 
 FORMAT = "elm_jax.model/1"
 
@@ -47,7 +48,7 @@ def _checkpointer():
     return ocp.StandardCheckpointer()
 
 
-def save_model(directory: str | os.PathLike, config: ELMConfig, params: Params, *,
+def save_model(directory: str | os.PathLike, config: ModelConfig, params: Params, *,
                overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
     """Write `config` and `params` to `directory` atomically.
 
@@ -60,7 +61,7 @@ def save_model(directory: str | os.PathLike, config: ELMConfig, params: Params, 
     Returns: the directory path.
     """
     target = Path(directory).absolute()  # Orbax needs absolute paths
-    check_params(params, config)
+    check_model_params(params, config)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite) to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -78,12 +79,12 @@ def save_model(directory: str | os.PathLike, config: ELMConfig, params: Params, 
     return target
 
 
-def _write_config(staging: Path, config: ELMConfig, extra: dict[str, Any] | None) -> None:
+def _write_config(staging: Path, config: ModelConfig, extra: dict[str, Any] | None) -> None:
     meta = {"format": FORMAT, "config": config.to_dict(), **(extra or {})}
     (staging / "config.json").write_text(strict_json(meta, indent=1))
 
 
-def _write_staging(staging: Path, config: ELMConfig, params: Params,
+def _write_staging(staging: Path, config: ModelConfig, params: Params,
                    extra: dict[str, Any] | None) -> None:
     _write_config(staging, config, extra)
     checkpointer = _checkpointer()
@@ -109,7 +110,7 @@ def _barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
-def _save_multiprocess(target: Path, config: ELMConfig, params: Params,
+def _save_multiprocess(target: Path, config: ModelConfig, params: Params,
                        extra: dict[str, Any] | None) -> None:
     """`save_model` in a multi-process run: every process calls it with the same path.
 
@@ -141,8 +142,9 @@ def _save_multiprocess(target: Path, config: ELMConfig, params: Params,
     _barrier(f"{key}:done")
 
 
-def read_model_config(directory: str | os.PathLike) -> ELMConfig:
-    """The `ELMConfig` stored in a model directory (ValueError if it is not one)."""
+def read_model_config(directory: str | os.PathLike) -> ModelConfig:
+    """The model config (`ELMConfig` or `LSTMConfig`) stored in a model directory
+    (ValueError if it is not one)."""
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise ValueError(f"{directory} is not an elm_jax model directory: {path} is missing")
@@ -154,16 +156,17 @@ def read_model_config(directory: str | os.PathLike) -> ELMConfig:
         raise ValueError(f"{path}: expected format {FORMAT!r}, got "
                          f"{meta.get('format') if isinstance(meta, dict) else meta!r}")
     if not isinstance(meta.get("config"), dict):
-        raise ValueError(f"{path} has no \"config\" object (the ELMConfig of the model); "
+        raise ValueError(f"{path} has no \"config\" object (the model's config); "
                          f"the file is damaged or was not written by elm_jax")
     try:
-        return ELMConfig.from_dict(meta["config"])
+        return model_config_from_dict(meta["config"])
     except (TypeError, KeyError) as err:
-        raise ValueError(f"{path}: its \"config\" is not a valid ELMConfig: {err}") from None
+        raise ValueError(f"{path}: its \"config\" is not a valid model config: {err}"
+                         ) from None
 
 
-def load_model(directory: str | os.PathLike, config: ELMConfig | None = None
-               ) -> tuple[ELMConfig, Params]:
+def load_model(directory: str | os.PathLike, config: ModelConfig | None = None
+               ) -> tuple[ModelConfig, Params]:
     """Read a model directory written by `save_model`.
 
     Args:
@@ -177,10 +180,11 @@ def load_model(directory: str | os.PathLike, config: ELMConfig | None = None
     """
     stored = read_model_config(directory)
     if config is not None and config != stored:
-        diff = [f"{k}: stored {v!r} vs requested {config.to_dict()[k]!r}"
-                for k, v in stored.to_dict().items()
-                if config.to_dict()[k] != v and k != "routing_table"]
-        if stored.routing_table != config.routing_table:
+        a, b = stored.to_dict(), config.to_dict()
+        diff = [f"{k}: stored {a.get(k, '<absent>')!r} vs requested {b.get(k, '<absent>')!r}"
+                for k in sorted(set(a) | set(b))
+                if a.get(k) != b.get(k) and k != "routing_table"]
+        if a.get("routing_table") != b.get("routing_table"):
             diff.append("routing_table differs")
         raise ValueError(f"checkpoint {directory} was saved with another config: "
                          + "; ".join(diff))
@@ -192,7 +196,7 @@ def load_model(directory: str | os.PathLike, config: ELMConfig | None = None
         raise ValueError(f"could not read parameters from {params_dir}: {err}") from None
     restored = _as_param_dict(restored)
     try:
-        check_params(restored, stored)
+        check_model_params(restored, stored)
     except ValueError as err:
         raise ValueError(f"{params_dir} does not match its config.json: {err}") from None
     return stored, restored

@@ -1,8 +1,10 @@
 """Run configuration: `TrainConfig`, `ModelOptions`, `RunConfig` and ``--set`` overrides.
 
 A run is fully described by a `RunConfig`: the task name and preset, the task's own
-frozen options dataclass (``task.*``), the `ELMConfig` of the model plus the execution
-options `ModelOptions` (both ``model.*``), and the `TrainConfig` (``train.*``).
+frozen options dataclass (``task.*``), the model's config plus the execution options
+`ModelOptions` (both ``model.*``), and the `TrainConfig` (``train.*``).  The model is an
+`ELMConfig` unless ``model.kind=lstm`` picks the LSTM baseline (`LSTMConfig`, set by
+``model.lstm_hidden`` and ``model.lstm_chrono_range``; `build_model_config`).
 ``--set`` keys are dotted paths into these, e.g. ``train.learning_rate=1e-3``,
 ``model.num_memory=50``, ``model.backend=hoisted``, ``task.seq_len=2000``; values are
 parsed by the field's type and invalid keys or values raise `ValueError` listing the
@@ -19,6 +21,7 @@ import typing
 from typing import Any, Mapping
 
 from ..config import ELMConfig
+from ..models import MODEL_KINDS, LSTMConfig, ModelConfig, model_config_from_dict
 
 OPTIMIZERS = ("adam", "adamw", "adamax")
 SCHEDULES = ("cosine", "constant")
@@ -28,6 +31,41 @@ ON_NONFINITE = ("stop", "skip")
 
 #: ELMConfig fields that the task fixes (the data's channels and the head's outputs).
 TASK_FIXED_MODEL_FIELDS = ("num_input", "num_output")
+
+#: ``model.*`` keys that pick the model kind and configure the LSTM (not ELMConfig
+#: fields); presets may set them too, e.g. the LSTM size a task's paper used.
+MODEL_SELECT_FIELDS: dict[str, Any] = {"kind": str, "lstm_hidden": int,
+                                       "lstm_chrono_range": tuple[float, float] | None}
+_LSTM_FIELDS = {"lstm_hidden": "hidden", "lstm_chrono_range": "chrono_range"}
+
+
+def build_model_config(preset_model: Mapping[str, Any], overrides: Mapping[str, Any],
+                       num_input: int, num_output: int) -> ModelConfig:
+    """The model config of a run: a preset's model dict (ELMConfig fields, ``kind`` and
+    ``lstm_*`` keys; no `ModelOptions` fields) updated by ``--set model.*`` overrides.
+
+    With ``kind="lstm"`` the ELM fields of the preset are ignored, and an ELM field set
+    explicitly on the command line is an error (and an ``lstm_*`` one for the ELM).
+    """
+    merged = {**preset_model, **overrides}
+    for name in TASK_FIXED_MODEL_FIELDS:
+        merged.pop(name, None)
+    kind = merged.pop("kind", "elm")
+    if kind not in MODEL_KINDS:
+        _fail("model", "kind", kind, f"one of {MODEL_KINDS}")
+    lstm_kw = {_LSTM_FIELDS[k]: merged.pop(k) for k in list(merged) if k in _LSTM_FIELDS}
+    if kind == LSTMConfig.kind:
+        stray = sorted(k for k in overrides if k not in MODEL_SELECT_FIELDS)
+        if stray:
+            raise ValueError(f"--set model.{stray[0]} applies to the ELM, but this run has "
+                             f"model.kind='lstm' (LSTM settings: model.lstm_hidden, "
+                             f"model.lstm_chrono_range)")
+        return LSTMConfig(num_input=num_input, num_output=num_output, **lstm_kw)
+    stray = sorted(k for k in overrides if k in _LSTM_FIELDS)
+    if stray:
+        raise ValueError(f"--set model.{stray[0]} applies to model.kind=lstm only (this run "
+                         f"has model.kind='elm')")
+    return ELMConfig(num_input=num_input, num_output=num_output, **merged)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,8 +234,9 @@ class Preset:
     Attributes:
       description: one line for ``elm-jax tasks``.
       task: the task's options (an instance of the task's ``config_cls``).
-      model: ELMConfig fields (except ``num_input``/``num_output``, which the task sets)
-        and `ModelOptions` fields.
+      model: ELMConfig fields (except ``num_input``/``num_output``, which the task sets),
+        the `MODEL_SELECT_FIELDS` (``kind``, ``lstm_hidden``, ``lstm_chrono_range``) and
+        `ModelOptions` fields.
       train: the `TrainConfig`.
     """
 
@@ -214,7 +253,7 @@ class RunConfig:
     task_name: str
     preset: str
     task: Any
-    model: ELMConfig
+    model: ModelConfig
     options: ModelOptions
     train: TrainConfig
 
@@ -256,7 +295,7 @@ def run_config_from_dict(data: Mapping[str, Any], task_config_cls: type) -> RunC
     """Inverse of `RunConfig.to_dict` (the task's options class comes from the registry)."""
     return RunConfig(task_name=data["task_name"], preset=data["preset"],
                      task=_from_dict(task_config_cls, data["task"]),
-                     model=ELMConfig.from_dict(data["model"]),
+                     model=model_config_from_dict(data["model"]),
                      options=_from_dict(ModelOptions, data["model_options"]),
                      train=_from_dict(TrainConfig, data["train"]))
 
@@ -275,6 +314,7 @@ def valid_keys(task_config_cls: type) -> list[str]:
     keys = [f"task.{f.name}" for f in dataclasses.fields(task_config_cls)]
     keys += [f"model.{f.name}" for f in dataclasses.fields(ELMConfig)
              if f.name not in TASK_FIXED_MODEL_FIELDS]
+    keys += [f"model.{name}" for name in MODEL_SELECT_FIELDS]
     keys += [f"model.{f.name}" for f in dataclasses.fields(ModelOptions)]
     keys += [f"train.{f.name}" for f in dataclasses.fields(TrainConfig)]
     return keys
@@ -343,12 +383,13 @@ def parse_overrides(items: list[str] | tuple[str, ...], task_config_cls: type
                     ) -> dict[str, dict[str, Any]]:
     """Parse ``["train.learning_rate=1e-3", ...]`` into ``{"train": {...}, ...}``.
 
-    Sections: ``task`` (the task's options), ``model`` (ELMConfig fields and
-    `ModelOptions` fields, returned under ``"model"`` and ``"model_options"``),
+    Sections: ``task`` (the task's options), ``model`` (ELMConfig fields, the
+    `MODEL_SELECT_FIELDS` and `ModelOptions` fields, returned under ``"model"`` and ``"model_options"``),
     ``train`` (`TrainConfig`).  Raises ValueError listing the valid keys on a bad key.
     """
     valid = valid_keys(task_config_cls)
-    hints = {"task": field_types(task_config_cls), "model": field_types(ELMConfig),
+    hints = {"task": field_types(task_config_cls),
+             "model": {**field_types(ELMConfig), **MODEL_SELECT_FIELDS},
              "model_options": field_types(ModelOptions), "train": field_types(TrainConfig)}
     out: dict[str, dict[str, Any]] = {"task": {}, "model": {}, "model_options": {},
                                       "train": {}}

@@ -8,8 +8,7 @@ from typing import Any, Callable
 import jax
 import optax
 
-from ..config import ELMConfig
-from ..params import trainable_mask
+from ..models import ModelConfig, trainable_model_mask
 from ..tasks.run_config import TrainConfig
 
 FROZEN = "frozen"
@@ -52,11 +51,11 @@ def _matches(path: str, pattern: str) -> bool:
     return path == pattern or path.startswith(pattern + "/") or fnmatch.fnmatchcase(path, pattern)
 
 
-def param_labels(params: Any, config: ELMConfig, cfg: TrainConfig) -> Any:
+def param_labels(params: Any, config: ModelConfig, cfg: TrainConfig) -> Any:
     """Label of every leaf: ``"frozen"`` (not trained), ``"group{i}"`` (the first
     ``lr_groups`` pattern it matches) or ``"default"``."""
     groups = cfg.lr_group_factors
-    mask = trainable_mask(config)
+    mask = trainable_model_mask(config, params)
 
     def label(path, trained):
         if not trained:
@@ -78,13 +77,13 @@ def _base(cfg: TrainConfig, lr: Callable) -> optax.GradientTransformation:
     return optax.adamax(lr, b1=cfg.b1, b2=cfg.b2)
 
 
-def make_optimizer(cfg: TrainConfig, config: ELMConfig, params: Any
+def make_optimizer(cfg: TrainConfig, config: ModelConfig, params: Any
                    ) -> tuple[optax.GradientTransformation, Callable[[Any], Any]]:
     """The optimizer of a run and its base learning-rate schedule.
 
     Gradient clipping by global norm (``grad_clip`` > 0), then one optimizer per
     parameter group, each with the schedule scaled by its ``lr_groups`` factor; frozen
-    leaves (``elm_jax.trainable_mask``) get `optax.set_to_zero` (no update, no decay).
+    leaves (``elm_jax.trainable_mask``; every LSTM leaf is trained) get `optax.set_to_zero` (no update, no decay).
     """
     schedule = learning_rate_schedule(cfg)
     groups = cfg.lr_group_factors
@@ -96,7 +95,8 @@ def make_optimizer(cfg: TrainConfig, config: ELMConfig, params: Any
         name = f"group{i}"
         if name not in used:
             paths = [leaf_path(p) for p, _ in
-                     jax.tree_util.tree_flatten_with_path(trainable_mask(config))[0]]
+                     jax.tree_util.tree_flatten_with_path(
+                         trainable_model_mask(config, params))[0]]
             raise ValueError(f"train.lr_groups pattern {pattern!r} matches no trained "
                              f"parameter (or an earlier pattern took them all); parameter "
                              f"paths: {paths}")

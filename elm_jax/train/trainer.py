@@ -50,18 +50,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..apply import apply
 from ..checkpoints.model_dir import load_model, save_model
 from ..events import is_events
 from ..fileio import atomic_write_text, strict_json
 from ..jax_compat import jit_cache_size
-from ..params import count_params, init_params
+from ..models import apply_model, count_model_params, describe_model, init_model
 from ..tasks import get_task
 from ..tasks.base import Task, head_outputs, reduce_per_example
 from ..tasks.run_config import (
-    TASK_FIXED_MODEL_FIELDS,
     ModelOptions,
     RunConfig,
+    build_model_config,
     config_diff,
     parse_overrides,
     run_config_from_dict,
@@ -110,16 +109,11 @@ def resolve_run(task_name: str, preset: str | None = None,
     task_cfg = dataclasses.replace(p.task, **parsed["task"])
     option_names = {f.name for f in dataclasses.fields(ModelOptions)}
     model_kw = {k: v for k, v in p.model.items() if k not in option_names}
-    model_kw.update(parsed["model"])
     options = ModelOptions(**{**{k: v for k, v in p.model.items() if k in option_names},
                               **parsed["model_options"]})
     train = dataclasses.replace(p.train, **parsed["train"])
     num_input, num_output = _io_dims(task, task_cfg, train.seed)
-    for name in TASK_FIXED_MODEL_FIELDS:
-        model_kw.pop(name, None)
-    from ..config import ELMConfig
-
-    model = ELMConfig(num_input=num_input, num_output=num_output, **model_kw)
+    model = build_model_config(model_kw, parsed["model"], num_input, num_output)
     train = dataclasses.replace(train, best_metric=train.best_metric or task.best_metric,
                                 best_mode=train.best_mode or task.best_mode)
     valid_metrics = ["loss", *task.metric_fns()]
@@ -171,7 +165,7 @@ def _io_dims(task: Task, task_cfg: Any, seed: int) -> tuple[int, int]:
 # ---------------------------------------------------------------------------- steps
 def _loss_terms(task: Task, run: RunConfig, params: Any, batch: dict, x: jax.Array,
                 fns: dict) -> dict[str, jax.Array]:
-    y = apply(params, x, run.model, **run.options.apply_kwargs())
+    y = apply_model(params, x, run.model, **run.options.apply_kwargs())
     pred = head_outputs(y, task.head, batch.get("length"))
     return {name: reduce_per_example(fn(pred, batch["y"]), task.head, run.train.burn_in)
             for name, fn in fns.items()}
@@ -469,7 +463,7 @@ class Trainer:
             info = {"format": RUN_FORMAT, "run": self.run.to_dict(),
                     "seed": self.run.train.seed, "command": self.command,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    "num_params": count_params(self.run.model),
+                    "num_params": count_model_params(self.run.model),
                     "environment": environment_info()}
         barrier("elm_jax.trainer:run.json checked")  # every process read it before it changes
         if self.is_main:
@@ -477,8 +471,8 @@ class Trainer:
         return info
 
     def _init_state(self, tx: optax.GradientTransformation) -> dict[str, Any]:
-        params = init_params(jax.random.fold_in(jax.random.key(self.run.train.seed), 0),
-                             self.run.model)
+        params = init_model(jax.random.fold_in(jax.random.key(self.run.train.seed), 0),
+                            self.run.model)
         repl = replicated(self.mesh)
         params = jax.device_put(params, repl)
         opt_state = jax.jit(tx.init, out_shardings=repl)(params)
@@ -568,7 +562,7 @@ class Trainer:
             raise ValueError(f"train.burn_in={cfg.burn_in} must be below the sequence "
                              f"length {data.seq_len}")
         check_batch_size(cfg.batch_size, self.mesh, "train.batch_size")
-        shapes = jax.eval_shape(lambda: init_params(jax.random.key(0), run.model))
+        shapes = jax.eval_shape(lambda: init_model(jax.random.key(0), run.model))
         tx, schedule = make_optimizer(cfg, run.model, shapes)
         state = self._init_state(tx)
         self.train_step = make_train_step(task, run, tx, schedule, self.mesh)
@@ -751,8 +745,8 @@ class Trainer:
                 return
             self._plot_future.result()
         ref = dict(self.task.plot_reference)
-        title = (f"{self.task.name} / {self.run.preset}: ELM {self.run.model.variant}, "
-                 f"d_m={self.run.model.num_memory}, {count_params(self.run.model)} params")
+        title = (f"{self.task.name} / {self.run.preset}: {describe_model(self.run.model)}, "
+                 f"{count_model_params(self.run.model)} params")
         self._plot_future = self._plot_pool.submit(
             plot_curves, self.workdir / "curves.png", [dict(r) for r in records], title, ref)
         if wait:
@@ -764,7 +758,7 @@ class Trainer:
         report: dict[str, Any] = {
             "task": run.task_name, "preset": run.preset, "status": r.status, "step": r.step,
             "steps": cfg.steps, "resumed_from": r.start or None,
-            "num_params": count_params(run.model), "best_val": r.best,
+            "num_params": count_model_params(run.model), "best_val": r.best,
             "devices": self.mesh.devices.size, "backend": jax.default_backend(),
         }
         if r.warnings:

@@ -44,6 +44,7 @@ def _cmd_teacher(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from ...checkpoints.model_dir import load_model
+    from ...models import describe_model
     from .evaluation import ModelPredictor, evaluate_neuronio, write_report
     from .reader import find_files, load_file
 
@@ -54,7 +55,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     metrics = evaluate_neuronio(
         ModelPredictor(config, params), data, window=args.window, burn_in=args.burn_in,
         batch_size=args.batch_size, plot_dir=args.plots,
-        plot_title=f"{Path(args.checkpoint).name} (d_m={config.num_memory})")
+        plot_title=f"{Path(args.checkpoint).name} ({describe_model(config)})")
     seconds = time.perf_counter() - start
     extra = {"evaluation": {"checkpoint": str(args.checkpoint), "files": [str(f) for f in files],
                             "window": args.window, "burn_in": args.burn_in,

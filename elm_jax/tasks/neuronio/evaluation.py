@@ -388,8 +388,10 @@ INPUT_FORMATS = ("auto", "dense", "events")
 
 
 class ModelPredictor:
-    """`predict_fn` of an ELM model: ``x -> (batch, time, 2)`` raw outputs via
-    `elm_jax.apply`, plus `memory(x)` for the plots (both jitted, one compile per shape).
+    """`predict_fn` of a model: ``x -> (batch, time, 2)`` raw outputs via
+    `elm_jax.models.apply_model`, plus `memory(x)` for the plots (both jitted, one
+    compile per shape; an LSTM has no memory units: ``memory`` is None and the plots
+    leave them out, and it is fed dense windows).
 
     `input_format` says how the evaluation feeds it windows: ``"events"`` as
     `elm_jax.SpikeEvents` cut from the stored spikes, ``"dense"`` as int8 arrays, or
@@ -403,6 +405,7 @@ class ModelPredictor:
         import jax
 
         from ...apply import apply
+        from ...models import apply_model, model_kind
 
         if input_format not in INPUT_FORMATS:
             raise ValueError(f"input_format={input_format!r} is invalid: expected one of "
@@ -415,20 +418,27 @@ class ModelPredictor:
         if compute_dtype is not None:
             kwargs["compute_dtype"] = compute_dtype
 
+        self.is_elm = model_kind(config) == "elm"
+
         def outputs(p, x):
-            return apply(p, x, config, **kwargs)
+            return apply_model(p, x, config, **kwargs)
 
         def memory(p, x):
             return apply(p, x, config, return_states=True, **kwargs)[1]["memory"]
 
         self._outputs = jax.jit(outputs)
-        self._memory = jax.jit(memory)
+        if self.is_elm:
+            self._memory = jax.jit(memory)
+        else:
+            self.memory = None  # no memory units to plot
 
     def prefers_events(self, events_per_step: float) -> bool:
         """Whether windows with up to `events_per_step` events per step should come as
         `elm_jax.SpikeEvents` (see the class docstring)."""
         if self.input_format != "auto":
             return self.input_format == "events"
+        if not self.is_elm:
+            return False
         from ...input_paths import input_path_costs
 
         dense = input_path_costs(self.config)
