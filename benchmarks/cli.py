@@ -1,5 +1,5 @@
-"""``python -m benchmarks {throughput,neuronio,shd,neuronio-eval,memory,matmul,all,gpu,loader,
-cell}``.
+"""``python -m benchmarks {throughput,neuronio,shd,neuronio-eval,memory,matmul,lra,all,gpu,
+loader,cell}``.
 
 Run from the repository root (the benchmarks are not part of the installed package).
 Each subcommand writes ``NAME.json``, ``NAME.md`` and (most) ``NAME.png`` under ``--out``
@@ -35,6 +35,8 @@ SPECS = {
     "memory": ("memory", "compiled temporary memory of a training step by remat mode "
                          "and T"),
     "matmul": ("matmul", "float32 matmul FLOP rate of this machine"),
+    "lra": ("lra", "LRA: Path-X training step ELM vs Chrono-LSTM at T = 16,384, its "
+                   "memory at the paper's batch, ListOps/Pathfinder input pipelines"),
     "all": ("suite", "everything above, in priority order, plus summary.md"),
     "gpu": ("gpu", "the prepared GPU check (JSON on stdout; for a GPU session)"),
     "loader": ("neuronio_loader", "NeuronIO data-loader throughput (WindowSampler "

@@ -1,8 +1,9 @@
 """The task registry: every task the trainer can run, by name.
 
 Built-in tasks: ``adding`` and ``delayed_recall`` (`elm_jax.tasks.synthetic`, small
-generated tasks in one module) and ``neuronio`` (`elm_jax.tasks.neuronio`, a task family
-in its own package).
+generated tasks in one module), ``neuronio`` (`elm_jax.tasks.neuronio`), ``shd`` and
+``shd_adding`` (`elm_jax.tasks.spoken_digits`), and ``listops``, ``pathfinder`` and
+``pathx`` (`elm_jax.tasks.lra`), each task family in its own package.
 
 Layout: one package per task family under ``elm_jax/tasks/`` holds everything about it
 -- file formats and readers, generators, evaluation and metrics, the task definition
@@ -52,7 +53,7 @@ from .base import Task, TaskData, head_outputs
 #: Modules imported to populate the registry (the first registers its tasks through
 #: its ``TASKS`` tuple, the others at import time).
 TASK_MODULES = ("elm_jax.tasks.synthetic", "elm_jax.tasks.neuronio",
-                "elm_jax.tasks.spoken_digits.presets")
+                "elm_jax.tasks.spoken_digits.presets", "elm_jax.tasks.lra.presets")
 
 _REGISTRY: dict[str, Task] = {}
 _FAILED: dict[str, str] = {}
