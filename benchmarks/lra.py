@@ -91,7 +91,7 @@ def measure_memory(args: argparse.Namespace) -> dict[str, Any]:
     from elm_jax.train.trainer import resolve_run
 
     out = {}
-    for name, preset, fmt in (("elm_events", "paper", "events"),
+    for name, preset, fmt in (("elm_dense", "paper", "dense"), ("elm_events", "paper", "events"),
                               ("chrono_lstm", "paper_lstm", "dense")):
         points = []
         for batch in args.memory_batches:
