@@ -143,3 +143,20 @@ def test_lstm_trains_in_the_trainer_and_resumes_exactly(tmp_path):
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert jnp.isfinite(jnp.asarray(resumed["test"]["loss"]))
+
+
+def test_shd_tiny_lstm_trains_and_the_eval_cli_reads_its_model(tmp_path, capsys):
+    from elm_jax.cli import main
+
+    task, run = resolve_run("shd", "tiny", ["model.kind=lstm"])
+    assert run.model.hidden == 16 and run.model.chrono_range is None
+    report = Trainer(task, run, tmp_path / "run", progress=False).fit()
+    assert report["final_evaluation"]["num_examples"] == 16
+    assert report["final_evaluation"]["delta_t"] is None  # an LSTM has no time step
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(tmp_path / "run" / "best_model"),
+                 "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["accuracy"] == report["final_evaluation"]["accuracy"]
+    assert main(["predict", "--checkpoint", str(tmp_path / "run" / "best_model"),
+                 "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y")]) == 2
+    assert "holds an LSTM h=16" in capsys.readouterr().err
