@@ -94,6 +94,8 @@ def test_tiny_listops_elm_and_lstm_train_and_eval_reads_an_official_file(tmp_pat
         report = Trainer(task, run, tmp_path / kind, progress=False).fit()
         final = report["final_evaluation"]
         assert report["status"] == "completed" and final["num_examples"] == 16
+        # the final evaluation reads each sequence at its last real token, as training
+        assert final["accuracy"] == pytest.approx(report["test"]["accuracy"])
         assert final["chance"] == 0.1 and "GENERATED" in final["data"]
     # an official-layout TSV (CRLF rows), evaluated whole as the test set
     rows = listops.generate_listops(12, seed=9, min_length=5, max_length=40)

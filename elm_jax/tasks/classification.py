@@ -17,27 +17,30 @@ Batch = dict[str, Any]
 
 @functools.lru_cache(maxsize=16)
 def _logits_step(model_config: Any, apply_items: tuple) -> Any:
-    """Jitted ``(params, x) -> last-step logits`` of a model, compiled once per model
-    configuration and `elm_jax.apply` options (not once per evaluation)."""
+    """Jitted ``(params, x, length) -> logits at each sequence's last real step`` (the
+    last step when ``length`` is None) of a model, compiled once per model configuration
+    and `elm_jax.apply` options (not once per evaluation)."""
     import jax
 
     from ..models import apply_model
     from .base import head_outputs
 
     kwargs = dict(apply_items)
-    return jax.jit(lambda p, x: head_outputs(apply_model(p, x, model_config, **kwargs),
-                                             "last_step"))
+    return jax.jit(lambda p, x, length: head_outputs(
+        apply_model(p, x, model_config, **kwargs), "last_step", length))
 
 
 def predict_classes(model_config: Any, params: Any, batches: Iterator[Batch],
                     apply_kwargs: dict[str, Any] | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Arg-max class of the last output for every real row of `batches`.
+    """Arg-max class of the last output (at ``length - 1`` when the batch has
+    ``length``) for every real row of `batches`.
 
     Args:
       model_config: the `elm_jax.ELMConfig` or `LSTMConfig` of `params`.
       batches: dicts with ``x`` (B, T, num_input) or `SpikeEvents`, ``y`` (B,),
-        ``weight`` (B,) (rows of weight 0 are skipped).
+        ``weight`` (B,) (rows of weight 0 are skipped), optionally ``length`` (B,)
+        (valid steps of each padded sequence).
       apply_kwargs: `elm_jax.apply` options (backend, compute_dtype, ...).
     Returns: ``(predicted (n,) int64, target (n,) int64)``.
     """
@@ -46,7 +49,7 @@ def predict_classes(model_config: Any, params: Any, batches: Iterator[Batch],
     step = _logits_step(model_config, tuple(sorted((apply_kwargs or {}).items())))
     preds, targets = [], []
     for batch in batches:
-        logits = np.asarray(jax.device_get(step(params, batch["x"])))
+        logits = np.asarray(jax.device_get(step(params, batch["x"], batch.get("length"))))
         real = np.asarray(batch.get("weight", np.ones(len(batch["y"])))) > 0
         preds.append(logits.argmax(-1)[real])
         targets.append(np.asarray(batch["y"])[real])
