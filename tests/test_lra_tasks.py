@@ -108,13 +108,24 @@ def test_tiny_listops_elm_and_lstm_train_and_eval_reads_an_official_file(tmp_pat
     assert str(tsv) in result["data"]
 
 
-def test_tiny_pathfinder_and_pathx_train(tmp_path):
+def test_tiny_pathfinder_and_pathx_train_and_eval_reads_an_official_folder(tmp_path):
+    from elm_jax.tasks.lra import pathfinder
+
     for name in ("pathfinder", "pathx"):
         task, run = resolve_run(name, "tiny")
         report = Trainer(task, run, tmp_path / name, progress=False).fit()
         assert report["status"] == "completed"
         assert report["tokens_per_step"] == run.train.batch_size * (
             1024 if name == "pathfinder" else 16384)
+    # a difficulty folder in the official layout (binary metadata, as the public
+    # generator writes it): the seeded 10 % test part is evaluated
+    folder = pathfinder.generate_pathfinder(tmp_path / "pathfinder32", 32, "easy", 30,
+                                            seed=5, metadata_format="npy")
+    out = tmp_path / "report.json"
+    assert main(["eval", "--task", "pathfinder", "--checkpoint", str(tmp_path / "pathfinder" /
+                 "best_model"), "--data-dir", str(folder), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["num_examples"] == 3 and str(folder) in result["data"]
 
 
 def test_generated_data_is_used_only_when_complete_and_bad_options_are_named(tmp_path):
