@@ -72,6 +72,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...fileio import atomic_write
+from ..tfds_support import (
+    import_tfds,
+    lazy_builder_attribute,
+    prepare,
+    read_field,
+    read_records,
+)
 
 NAME = "listops"
 
@@ -587,17 +594,11 @@ from the config's seed and sizes (the published ListOps generator).
 """
 
 
-def _tfds():
-    import tensorflow_datasets as tfds
-
-    return tfds
-
-
 def _config_class():
     global _CONFIG
     if _CONFIG is not None:
         return _CONFIG
-    tfds = _tfds()
+    tfds = import_tfds()
 
     @dataclasses.dataclass(eq=False)
     class ListOpsConfig(tfds.core.BuilderConfig):
@@ -638,7 +639,7 @@ def _builder_class():
     global _BUILDER
     if _BUILDER is not None:
         return _BUILDER
-    tfds = _tfds()
+    tfds = import_tfds()
 
     class ListOpsBuilder(tfds.core.GeneratorBasedBuilder):
         """TFDS builder ``listops``: official TSVs from the manual dir, or generated."""
@@ -713,14 +714,10 @@ _BUILDER = None
 _CONFIG = None
 
 
-def __getattr__(name: str):
-    # ``ListOpsBuilder`` / ``ListOpsConfig`` are built on first access so that
-    # importing this module does not import tensorflow_datasets.
-    if name == "ListOpsBuilder":
-        return _builder_class()
-    if name == "ListOpsConfig":
-        return _config_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``ListOpsBuilder`` / ``ListOpsConfig`` are built on first access so that importing
+# this module does not import tensorflow_datasets.
+__getattr__ = lazy_builder_attribute(__name__, {"ListOpsBuilder": _builder_class,
+                                                "ListOpsConfig": _config_class})
 
 
 def prepare_listops(manual_dir: str | os.PathLike | None = None,
@@ -732,12 +729,8 @@ def prepare_listops(manual_dir: str | os.PathLike | None = None,
     when the splits are generated, and name the dataset folder either way).
     ``builder.info.metadata["origin"]`` says ``"manual"`` or ``"generated"``.  Returns
     the builder (``builder.as_data_source()`` or `ListOpsSource` reads it)."""
-    tfds = _tfds()
-    builder = _builder_class()(data_dir=None if data_dir is None else str(data_dir), **kw)
-    config = tfds.download.DownloadConfig(
-        manual_dir=None if manual_dir is None else str(manual_dir))
-    builder.download_and_prepare(download_config=config)
-    return builder
+    return prepare(_builder_class()(data_dir=None if data_dir is None else str(data_dir),
+                                    **kw), manual_dir)
 
 
 class ListOpsSource:
@@ -756,7 +749,7 @@ class ListOpsSource:
                  config: str | None = None, chunk: int = 1024):
         split = "validation" if split == "val" else split
         if isinstance(builder_or_dir, (str, os.PathLike)):
-            tfds = _tfds()
+            tfds = import_tfds()
             folder = Path(builder_or_dir).expanduser()
             if (folder / "dataset_info.json").is_file():
                 self.source = tfds.builder_from_directory(str(folder)).as_data_source(
@@ -774,23 +767,13 @@ class ListOpsSource:
         self._chunk = int(chunk)
         self._labels: np.ndarray | None = None
 
-    def _get(self, indices: Sequence[int]) -> list[dict]:
-        keys = [int(i) for i in indices]
-        getitems = getattr(self.source, "__getitems__", None)
-        return list(getitems(keys)) if getitems else [self.source[k] for k in keys]
-
     def __len__(self) -> int:
         return len(self.source)
 
     @property
     def labels(self) -> np.ndarray:
         if self._labels is None:
-            n = len(self)
-            labels = np.zeros(n, np.int32)
-            for lo in range(0, n, self._chunk):
-                recs = self._get(range(lo, min(n, lo + self._chunk)))
-                labels[lo:lo + len(recs)] = [r["label"] for r in recs]
-            self._labels = labels
+            self._labels = read_field(self.source, "label", np.int32, self._chunk)
         return self._labels
 
     def batch(self, indices: Sequence[int], pad_to: int | None = None,
@@ -800,7 +783,7 @@ class ListOpsSource:
         idx = np.asarray(indices, np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"{self.name}: index out of range [0, {len(self)})")
-        recs = self._get(idx.tolist())
+        recs = read_records(self.source, idx.tolist())
         tokens, lengths = encode([np.asarray(r["tokens"], np.int32) for r in recs],
                                  max_length=max_length, pad_to=pad_to)
         return tokens, lengths, np.array([r["label"] for r in recs], np.int32)

@@ -51,6 +51,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...fileio import atomic_write
+from ..tfds_support import (
+    import_tfds,
+    lazy_builder_attribute,
+    prepare,
+    read_field,
+    read_records,
+)
 from .pathfinder_generator import (
     CONTOUR_LENGTHS,
     DIFFICULTIES,
@@ -382,12 +389,6 @@ builder generates the images from a seed (constructor arguments seed, num_images
 """
 
 
-def _tfds():
-    import tensorflow_datasets as tfds
-
-    return tfds
-
-
 def find_official(manual: str | os.PathLike, resolution: int, difficulty: str) -> Path | None:
     """The official difficulty folder under `manual` (``pathfinder<res>/<folder>``,
     optionally below one or two ``lra_release/`` levels), or None."""
@@ -405,7 +406,7 @@ def _builder_class():
     global _BUILDER
     if _BUILDER is not None:
         return _BUILDER
-    tfds = _tfds()
+    tfds = import_tfds()
 
     class PathfinderConfig(tfds.core.BuilderConfig):
         """One resolution and difficulty."""
@@ -503,12 +504,9 @@ def _builder_class():
 _BUILDER = None
 
 
-def __getattr__(name: str):
-    # ``PathfinderBuilder`` is built on first access so that importing this module does
-    # not import tensorflow_datasets.
-    if name == "PathfinderBuilder":
-        return _builder_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``PathfinderBuilder`` is built on first access so that importing this module does not
+# import tensorflow_datasets.
+__getattr__ = lazy_builder_attribute(__name__, {"PathfinderBuilder": _builder_class})
 
 
 def prepare_pathfinder(resolution: int = 32, difficulty: str = "hard",
@@ -517,14 +515,10 @@ def prepare_pathfinder(resolution: int = 32, difficulty: str = "hard",
     """Build (or reuse) ``pathfinder/pathfinder<resolution>_<difficulty>`` in `data_dir`
     (array_record) from the official files in `manual_dir`, or generated ones
     (`kw`: ``seed``, ``num_images``, ``split_seed``).  Returns the builder."""
-    tfds = _tfds()
     name = _difficulty_name(difficulty)
     builder = _builder_class()(config=f"pathfinder{resolution}_{name}",
                                data_dir=None if data_dir is None else str(data_dir), **kw)
-    config = tfds.download.DownloadConfig(
-        manual_dir=None if manual_dir is None else str(manual_dir))
-    builder.download_and_prepare(download_config=config)
-    return builder
+    return prepare(builder, manual_dir)
 
 
 class PathfinderSource:
@@ -539,30 +533,20 @@ class PathfinderSource:
 
     def __init__(self, builder: Any, split: str = "train", *, chunk: int = 4096):
         if hasattr(builder, "builder_config"):
-            tfds = _tfds()
+            tfds = import_tfds()
             self.source = tfds.data_source(
                 f"{builder.name}/{builder.builder_config.name}", split=split,
                 data_dir=str(Path(builder.data_dir).parents[2]))
         else:
             self.source = builder
-        n = len(self.source)
-        labels = np.zeros(n, np.int32)
-        for lo in range(0, n, chunk):
-            recs = self._get(range(lo, min(n, lo + chunk)))
-            labels[lo:lo + len(recs)] = [r["label"] for r in recs]
-        self.labels = labels
-
-    def _get(self, indices: Sequence[int]) -> list[dict]:
-        keys = [int(i) for i in indices]
-        getitems = getattr(self.source, "__getitems__", None)
-        return list(getitems(keys)) if getitems else [self.source[k] for k in keys]
+        self.labels = read_field(self.source, "label", np.int32, chunk)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     def batch(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """``(images (b, H, W) uint8, labels (b,) int32)`` of `indices`."""
-        recs = self._get(np.asarray(indices, np.int64).reshape(-1).tolist())
+        recs = read_records(self.source, np.asarray(indices, np.int64).reshape(-1).tolist())
         if not recs:
             return np.zeros((0, 0, 0), np.uint8), np.zeros(0, np.int32)
         images = np.stack([np.asarray(r["image"], np.uint8) for r in recs])

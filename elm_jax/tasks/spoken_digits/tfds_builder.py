@@ -44,6 +44,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..tfds_support import (
+    import_tfds,
+    lazy_builder_attribute,
+    prepare,
+    read_field,
+    read_records,
+)
 from .formats import NUM_CHANNELS, SHD_FILES, read_shd
 
 NAME = "shd"
@@ -60,12 +67,6 @@ split is built.
 """
 
 
-def _tfds():
-    import tensorflow_datasets as tfds
-
-    return tfds
-
-
 def _find_manual(folder: Path, official: str) -> Path | None:
     for suffix in ("", ".gz", ".zip"):
         path = folder / (official + suffix)
@@ -79,7 +80,7 @@ def _builder_class():
     global _BUILDER
     if _BUILDER is not None:
         return _BUILDER
-    tfds = _tfds()
+    tfds = import_tfds()
 
     class ShdBuilder(tfds.core.GeneratorBasedBuilder):
         """TFDS builder ``shd``: the Spiking Heidelberg Digits from manual files."""
@@ -147,14 +148,9 @@ def _builder_class():
 
 
 _BUILDER = None
-
-
-def __getattr__(name: str):
-    # ``ShdBuilder`` is built on first access so that importing this module (and the
-    # package) does not import tensorflow_datasets.
-    if name == "ShdBuilder":
-        return _builder_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``ShdBuilder`` is built on first access so that importing this module (and the
+# package) does not import tensorflow_datasets.
+__getattr__ = lazy_builder_attribute(__name__, {"ShdBuilder": _builder_class})
 
 
 def prepare_shd(manual_dir: str | os.PathLike | None = None,
@@ -162,12 +158,8 @@ def prepare_shd(manual_dir: str | os.PathLike | None = None,
     """Build (or reuse) the ``shd`` dataset in `data_dir` from the files in
     `manual_dir` (default TFDS's ``<data_dir>/downloads/manual``), as array_record.
     Returns the builder (``builder.as_data_source()`` reads it)."""
-    tfds = _tfds()
-    builder = _builder_class()(data_dir=None if data_dir is None else str(data_dir))
-    config = tfds.download.DownloadConfig(
-        manual_dir=None if manual_dir is None else str(manual_dir))
-    builder.download_and_prepare(download_config=config)
-    return builder
+    return prepare(_builder_class()(data_dir=None if data_dir is None else str(data_dir)),
+                   manual_dir)
 
 
 class TfdsSpikeSource:
@@ -188,8 +180,7 @@ class TfdsSpikeSource:
                  *, name: str = NAME, class_names: Sequence[str] | None = None,
                  num_channels: int = NUM_CHANNELS, chunk: int = 1024):
         if isinstance(split, str):
-            tfds = _tfds()
-            self.source = tfds.data_source(
+            self.source = import_tfds().data_source(
                 name, split=split, data_dir=None if data_dir is None else str(data_dir))
             if class_names is None:
                 label = getattr(self.source, "dataset_info", None)
@@ -199,23 +190,13 @@ class TfdsSpikeSource:
         else:
             self.source = split
             self.name = repr(split)
-        n = len(self.source)
-        labels = np.zeros(n, np.int64)
-        speakers = np.zeros(n, np.int64)
-        for lo in range(0, n, chunk):
-            records = self._get(range(lo, min(n, lo + chunk)))
-            labels[lo:lo + len(records)] = [r["label"] for r in records]
-            speakers[lo:lo + len(records)] = [r["speaker"] for r in records]
-        self.labels, self.speakers = labels, speakers
+        labels = read_field(self.source, "label", np.int64, chunk)
+        self.labels = labels
+        self.speakers = read_field(self.source, "speaker", np.int64, chunk)
         if class_names is None:
             class_names = [f"class-{k}" for k in range(int(labels.max(initial=-1)) + 1)]
         self.class_names = tuple(class_names)
         self.num_channels = int(num_channels)
-
-    def _get(self, indices: Sequence[int]) -> list[dict]:
-        keys = [int(i) for i in indices]
-        getitems = getattr(self.source, "__getitems__", None)
-        return list(getitems(keys)) if getitems else [self.source[k] for k in keys]
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -230,7 +211,7 @@ class TfdsSpikeSource:
         idx = np.asarray(indices, np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
             raise IndexError(f"{self.name}: sample index out of range [0, {len(self)})")
-        records = self._get(idx.tolist())
+        records = read_records(self.source, idx.tolist())
         counts = np.array([np.size(r["times"]) for r in records], np.int64)
         if not records:
             return np.zeros(0, np.float32), np.zeros(0, np.uint16), counts
