@@ -23,9 +23,9 @@ from elm_jax.models import (
 )
 from elm_jax.train.trainer import Trainer, resolve_run
 
-SHORT = ["model.kind=lstm", "model.lstm_hidden=12", "train.steps=30", "train.eval_every=10",
-         "train.checkpoint_every=10", "train.log_every=1", "task.seq_len=20",
-         "task.val_size=32", "task.test_size=32"]
+SHORT = ["model.kind=lstm", "model.lstm_hidden=12", "train.steps=24", "train.eval_every=12",
+         "train.checkpoint_every=12", "train.log_every=1", "task.seq_len=12",
+         "task.val_size=16", "task.test_size=16", "train.learning_rate=0.02"]
 
 
 def _sigmoid(z):
@@ -133,7 +133,7 @@ def test_lstm_trains_in_the_trainer_and_resumes_exactly(tmp_path):
     losses = [json.loads(line) for line in (tmp_path / "ref" / "metrics.jsonl").open()]
     train = [r["loss"] for r in losses if r.get("kind") == "train"]
     assert np.mean(train[-5:]) < np.mean(train[:5])  # it learns
-    cut = Trainer(t, run, tmp_path / "cut", progress=False, stop_after_steps=13).fit()
+    cut = Trainer(t, run, tmp_path / "cut", progress=False, stop_after_steps=9).fit()
     assert cut["status"] == "interrupted"
     resumed = Trainer(t, run, tmp_path / "cut", progress=False, resume=True).fit()
     assert resumed["test"] == ref["test"]
