@@ -76,12 +76,12 @@ def _small_train(steps: int, lr: float, eval_every: int = 250) -> TrainConfig:
                        checkpoint_every=eval_every, log_every=50)
 
 
-def _pair(name: str, description: str, task_cfg: Any, model: dict[str, Any],
-          train: TrainConfig, lstm_train: TrainConfig) -> dict[str, Preset]:
+def _pair(name: str, description: str, lstm_description: str, task_cfg: Any,
+          model: dict[str, Any], train: TrainConfig, lstm_train: TrainConfig
+          ) -> dict[str, Preset]:
     """``name`` (ELM) and ``name_lstm`` (the Chrono-LSTM, same data and steps)."""
     return {name: Preset(description, task_cfg, model, train),
-            f"{name}_lstm": Preset(description.replace("ELM", "Chrono-LSTM", 1) +
-                                   " (the LSTM baseline)", task_cfg, lstm(model), lstm_train)}
+            f"{name}_lstm": Preset(lstm_description, task_cfg, lstm(model), lstm_train)}
 
 
 # ---------------------------------------------------------------------------- ListOps
@@ -92,11 +92,13 @@ SMALL_LISTOPS_MODEL = elm(64, 200.0, lstm_hidden=64, chrono=(1.0, 400.0))
 LISTOPS_PRESETS = {
     **_pair("paper", "ELM d_m 150, d_mlp 300, tau_m 1-2e3: Adam 2e-4, batch 384, cosine, "
                      "150 epochs of the official 96k rows (T 2000)",
+            "Chrono-LSTM h 150, chrono 1-4e3: Adam 1e-3; data and steps as paper",
             ListOpsTaskConfig(), LISTOPS_MODEL,
             paper_train(384, 150, 96_000, ELM_LR), paper_train(384, 150, 96_000, LSTM_LR)),
     **_pair("small", "ELM d_m 64 (LSTM: h 64, about as many parameters) on GENERATED "
                      "short ListOps (lengths 21-199, T 200, 8k rows): 5,000 steps of "
                      "batch 32 (minutes on a 2-core CPU)",
+            "Chrono-LSTM h 64, chrono 1-400; data and steps as small",
             SMALL_LISTOPS_TASK, SMALL_LISTOPS_MODEL, _small_train(5000, 2e-3, 500),
             _small_train(5000, 2e-3, 500)),
     "tiny": Preset("a seconds-long smoke run: d_m 4, 48 GENERATED rows of lengths 6-39",
@@ -112,10 +114,12 @@ SMALL_PF_TASK = PathfinderTaskConfig(difficulty="easy", num_images=10_000)
 PATHFINDER_PRESETS = {
     **_pair("paper", "ELM d_m 150, tau_m 1-1e3, 16 grey levels, 32x32 hard (T 1024): Adam "
                      "2e-4, batch 384, cosine, 300 epochs of 160k images",
+            "Chrono-LSTM h 150, chrono 1-2e3: Adam 1e-3; data and steps as paper",
             PathfinderTaskConfig(), PATHFINDER_MODEL,
             paper_train(384, 300, 160_000, ELM_LR), paper_train(384, 300, 160_000, LSTM_LR)),
     **_pair("small", "ELM d_m 32 (LSTM: h 32, about as many parameters) on 10k GENERATED "
                      "Pathfinder-32 easy images (T 1024): 6,000 steps of batch 32",
+            "Chrono-LSTM h 32, chrono 1-2e3; data and steps as small",
             SMALL_PF_TASK, elm(32, 1000.0, lstm_hidden=32, chrono=(1.0, 2000.0)),
             _small_train(6000, 2e-3, 500), _small_train(6000, 2e-3, 500)),
     "tiny": Preset("a seconds-long smoke run: d_m 4, 40 GENERATED 32x32 easy images",
@@ -125,10 +129,12 @@ PATHFINDER_PRESETS = {
 PATHX_PRESETS = {
     **_pair("paper", "ELM d_m 150, tau_s 150, tau_m 1-2e4, 8 grey levels, 128x128 hard "
                      "(T 16,384): Adam 2e-4, batch 768, cosine, 300 epochs of 160k images",
+            "Chrono-LSTM h 150, chrono 1-2e4: Adam 1e-3; data and steps as paper",
             PathfinderTaskConfig(resolution=128, levels=8), PATHX_MODEL,
             paper_train(768, 300, 160_000, ELM_LR), paper_train(768, 300, 160_000, LSTM_LR)),
     **_pair("small", "ELM d_m 32 on 2k GENERATED Path-X images (128x128 hard, T 16,384): "
                      "200 steps of batch 8 (a CPU check, not a result)",
+            "Chrono-LSTM h 32, chrono 1-2e4; data and steps as small",
             PathfinderTaskConfig(resolution=128, levels=8, num_images=2000),
             elm(32, 20_000.0, tau_s=150.0, lstm_hidden=32, chrono=(1.0, 20_000.0)),
             dataclasses.replace(_small_train(200, 2e-3, 50), batch_size=8),
