@@ -11,10 +11,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parent
 
 SCRIPT = textwrap.dedent("""
     import json
+    import sys
     import jax
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
@@ -30,7 +33,7 @@ SCRIPT = textwrap.dedent("""
     x = np.random.default_rng(22).integers(-1, 2, size=(8, 23, config.num_input)).astype(
         np.float64)
     out = {}
-    for backend in ("scan", "hoisted", "associative"):
+    for backend in sys.argv[1].split(","):
         for events in (False, True):
             xs = elm_jax.SpikeEvents.from_dense(x, dtype=np.float64) if events else jnp.asarray(x)
 
@@ -51,18 +54,28 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_four_device_shard_map_equals_one_device():
+def _run(backends: tuple[str, ...]) -> None:
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join(
                [str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
+    result = subprocess.run([sys.executable, "-c", SCRIPT, ",".join(backends)], env=env, capture_output=True,
                             text=True, timeout=600, cwd=TESTS)
     assert result.returncode == 0, result.stderr[-3000:]
     line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
     cases = json.loads(line[len("RESULT "):])
-    assert len(cases) == 6
+    assert len(cases) == 2 * len(backends)
     for name, case in cases.items():
         assert case["shards"] == 4, (name, case)
         assert case["y"] < 1e-12, (name, case)
         # gradients are sums over 4 shards: equal to the 1-device gradient to rounding
         assert case["grad_scale"] > 1e-3 and case["grad"] < 1e-10, (name, case)
+
+
+def test_four_device_shard_map_equals_one_device():
+    # CI: the custom-backward backends (the plain scan is the slow variant's addition)
+    _run(("hoisted", "associative"))
+
+
+@pytest.mark.slow
+def test_four_device_shard_map_equals_one_device_every_backend():
+    _run(("scan", "hoisted", "associative"))

@@ -189,6 +189,7 @@ KILL = ["train.steps=12", "train.eval_every=6", "train.checkpoint_every=4",
         "task.val_size=16", "task.test_size=16", "train.input_dropout=0.1"]
 
 
+@pytest.mark.slow  # CI: test_killed_run_resumes_from_its_last_checkpoint (also SIGKILL)
 def test_sigkill_after_the_first_checkpoint_then_resume_equals_uninterrupted(tmp_path):
     """The default-run version of the slow test above: `python -m elm_jax.cli train` is
     killed with SIGKILL (no handler runs) as soon as its first checkpoint (step 4)
