@@ -174,3 +174,14 @@ def test_shd_tiny_lstm_trains_and_the_eval_cli_reads_its_model(tmp_path, capsys)
     assert main(["predict", "--checkpoint", str(tmp_path / "run" / "best_model"),
                  "--input", str(tmp_path / "x.npy"), "--output", str(tmp_path / "y")]) == 2
     assert "holds an LSTM h=16" in capsys.readouterr().err
+
+
+def test_lstm_run_options_are_not_resolved_as_an_elm_backend(monkeypatch):
+    # on GPU/TPU backend="auto" depends on ELMConfig.memory_feedback, which an LSTM lacks
+    from elm_jax.train.trainer import check_model_options
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    _, run = resolve_run("adding", "tiny", ["model.kind=lstm"])
+    check_model_options(run)
+    _, elm_run = resolve_run("adding", "tiny", ["model.backend=auto"])
+    check_model_options(elm_run)

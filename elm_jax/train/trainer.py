@@ -130,7 +130,10 @@ def check_model_options(run: RunConfig) -> None:
     that a bad option is refused before a work directory is written."""
     from ..apply import resolve_backend
     from ..backends.options import resolve_options
+    from ..models import model_kind
 
+    if model_kind(run.model) != "elm":
+        return  # the ELM's execution options do not apply (the LSTM ignores them)
     kwargs = run.options.apply_kwargs()
     try:
         backend = resolve_backend(kwargs.get("backend", "auto"), run.model)
