@@ -38,6 +38,7 @@ Training batches: epoch ``e`` visits the training split in a permutation seeded 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -230,8 +231,8 @@ def categorical_input(ids: np.ndarray, num_input: int, input_format: str) -> Any
 class SplitSource:
     """One split: ``fetch(indices) -> (ids (b, T) int, lengths (b,), labels (b,))``."""
 
-    def __init__(self, size: int, fetch: Any, labels: np.ndarray, description: str):
-        self.size, self.fetch, self.labels, self.description = size, fetch, labels, description
+    def __init__(self, size: int, fetch: Any):
+        self.size, self.fetch = size, fetch
 
     def __len__(self) -> int:
         return self.size
@@ -308,6 +309,14 @@ def listops_files(cfg: ListOpsTaskConfig) -> tuple[dict[str, Path], str]:
 
 def listops_data(cfg: ListOpsTaskConfig, seed: int) -> SequenceClassificationData:
     """`SequenceClassificationData` of ListOps (``x``: 15 channels, ``y``: 10 classes)."""
+    sources, description = _listops_sources(cfg)
+    return SequenceClassificationData(sources, listops.INPUT_DIM, listops.NUM_CLASSES,
+                                      cfg.max_length, cfg.input_format, seed, description)
+
+
+@functools.lru_cache(maxsize=2)
+def _listops_sources(cfg: ListOpsTaskConfig) -> tuple[dict[str, SplitSource], str]:
+    # read once per configuration: the trainer's data and the final evaluation share it
     files, description = listops_files(cfg)
     sources = {}
     if cfg.reader == "tfds":
@@ -320,11 +329,9 @@ def listops_data(cfg: ListOpsTaskConfig, seed: int) -> SequenceClassificationDat
         def fetch(idx, reader=reader):
             tokens, lengths, labels = reader.batch(idx, pad_to=cfg.max_length)
             return tokens.astype(np.int32) - 1, lengths, labels  # pad (0) -> -1
-        sources[split] = SplitSource(len(reader), fetch, np.asarray(reader.labels),
-                                     description)
+        sources[split] = SplitSource(len(reader), fetch)
     _check_too_long(readers, cfg)
-    return SequenceClassificationData(sources, listops.INPUT_DIM, listops.NUM_CLASSES,
-                                      cfg.max_length, cfg.input_format, seed, description)
+    return sources, description
 
 
 def _check_too_long(readers: dict[str, Any], cfg: ListOpsTaskConfig) -> None:
@@ -361,6 +368,14 @@ def pathfinder_folder(cfg: PathfinderTaskConfig) -> tuple[Path, str]:
 def pathfinder_data(cfg: PathfinderTaskConfig, seed: int) -> SequenceClassificationData:
     """`SequenceClassificationData` of Pathfinder / Path-X (``x``: `levels` channels,
     T = resolution ** 2; ``y``: 2 classes)."""
+    sources, description = _pathfinder_sources(cfg)
+    return SequenceClassificationData(sources, cfg.levels, 2, cfg.resolution ** 2,
+                                      cfg.input_format, seed, description)
+
+
+@functools.lru_cache(maxsize=2)
+def _pathfinder_sources(cfg: PathfinderTaskConfig) -> tuple[dict[str, SplitSource], str]:
+    # read once per configuration: the trainer's data and the final evaluation share it
     folder, description = pathfinder_folder(cfg)
     steps = cfg.resolution ** 2
     if cfg.reader == "tfds":
@@ -384,10 +399,8 @@ def pathfinder_data(cfg: PathfinderTaskConfig, seed: int) -> SequenceClassificat
             images, labels = reader.batch(idx)
             ids = pathfinder.quantize(images, cfg.levels).astype(np.int32)
             return ids, np.full(len(idx), steps, np.int32), labels
-        sources[split] = SplitSource(len(reader), fetch, np.asarray(reader.labels),
-                                     description)
-    return SequenceClassificationData(sources, cfg.levels, 2, steps, cfg.input_format, seed,
-                                      description)
+        sources[split] = SplitSource(len(reader), fetch)
+    return sources, description
 
 
 # ---------------------------------------------------------------------------- evaluation
