@@ -34,12 +34,10 @@ def build_train_step(run: Any, x: Any, y: Any, length: Any) -> tuple[Any, float]
     import jax
     import optax
 
-    from elm_jax.models import apply_model, init_model
-    from elm_jax.tasks.base import head_outputs
+    from elm_jax.models import init_model, predict
 
     def forward(p, xb):
-        return head_outputs(apply_model(p, xb, run.model, **run.options.apply_kwargs()),
-                            "last_step", length)
+        return predict(p, xb, run.model, "last_step", length, **run.options.apply_kwargs())
 
     def loss(logits, target):
         return optax.softmax_cross_entropy_with_integer_labels(logits, target).mean()

@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ..models import last_outputs
+
 HEADS = ("per_step", "last_step")
 
 Batch = dict[str, Any]
@@ -143,13 +145,10 @@ class Task:
 
 # ---------------------------------------------------------------------------- heads
 def head_outputs(y: jax.Array, head: str, length: jax.Array | None = None) -> jax.Array:
-    """Select the predictions of a head from the ELM outputs y (batch, time, out)."""
-    if head == "per_step":
-        return y
-    if length is None:
-        return y[:, -1]
-    index = jnp.clip(length.astype(jnp.int32) - 1, 0, y.shape[1] - 1)
-    return jnp.take_along_axis(y, index[:, None, None], axis=1)[:, 0]
+    """Select the predictions of a head from the model outputs y (batch, time, out):
+    all of them (``per_step``) or each sequence's last real step (``last_step``;
+    `elm_jax.models.last_outputs`)."""
+    return y if head == "per_step" else last_outputs(y, length)
 
 
 # ---------------------------------------------------------------------------- losses

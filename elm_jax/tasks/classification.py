@@ -22,12 +22,11 @@ def _logits_step(model_config: Any, apply_items: tuple) -> Any:
     and `elm_jax.apply` options (not once per evaluation)."""
     import jax
 
-    from ..models import apply_model
-    from .base import head_outputs
+    from ..models import predict
 
     kwargs = dict(apply_items)
-    return jax.jit(lambda p, x, length: head_outputs(
-        apply_model(p, x, model_config, **kwargs), "last_step", length))
+    return jax.jit(lambda p, x, length: predict(p, x, model_config, "last_step", length,
+                                                **kwargs))
 
 
 def predict_classes(model_config: Any, params: Any, batches: Iterator[Batch],

@@ -4,7 +4,9 @@ A run is fully described by a `RunConfig`: the task name and preset, the task's 
 frozen options dataclass (``task.*``), the model's config plus the execution options
 `ModelOptions` (both ``model.*``), and the `TrainConfig` (``train.*``).  The model is an
 `ELMConfig` unless ``model.kind=lstm`` picks the LSTM baseline (`LSTMConfig`, set by
-``model.lstm_hidden`` and ``model.lstm_chrono_range``; `build_model_config`).
+``model.lstm_hidden`` and ``model.lstm_chrono_range``; `build_model_config`); with
+``model.tower_latent`` set (the Retrieval presets) either one becomes the encoder of a
+two-tower pair classifier (`TwoTowerConfig`, head width ``model.tower_hidden``).
 ``--set`` keys are dotted paths into these, e.g. ``train.learning_rate=1e-3``,
 ``model.num_memory=50``, ``model.backend=hoisted``, ``task.seq_len=2000``; values are
 parsed by the field's type and invalid keys or values raise `ValueError` listing the
@@ -21,7 +23,13 @@ import typing
 from typing import Any, Mapping
 
 from ..config import ELMConfig
-from ..models import MODEL_KINDS, LSTMConfig, ModelConfig, model_config_from_dict
+from ..models import (
+    MODEL_KINDS,
+    LSTMConfig,
+    ModelConfig,
+    TwoTowerConfig,
+    model_config_from_dict,
+)
 
 OPTIMIZERS = ("adam", "adamw", "adamax")
 SCHEDULES = ("cosine", "constant")
@@ -35,21 +43,41 @@ TASK_FIXED_MODEL_FIELDS = ("num_input", "num_output")
 #: ``model.*`` keys that pick the model kind and configure the LSTM (not ELMConfig
 #: fields); presets may set them too, e.g. the LSTM size a task's paper used.
 MODEL_SELECT_FIELDS: dict[str, Any] = {"kind": str, "lstm_hidden": int,
-                                       "lstm_chrono_range": tuple[float, float] | None}
+                                       "lstm_chrono_range": tuple[float, float] | None,
+                                       "tower_latent": int | None, "tower_hidden": int}
 _LSTM_FIELDS = {"lstm_hidden": "hidden", "lstm_chrono_range": "chrono_range"}
+_TOWER_FIELDS = ("tower_latent", "tower_hidden")
 
 
 def build_model_config(preset_model: Mapping[str, Any], overrides: Mapping[str, Any],
                        num_input: int, num_output: int) -> ModelConfig:
-    """The model config of a run: a preset's model dict (ELMConfig fields, ``kind`` and
-    ``lstm_*`` keys; no `ModelOptions` fields) updated by ``--set model.*`` overrides.
+    """The model config of a run: a preset's model dict (ELMConfig fields, ``kind``,
+    ``lstm_*`` and ``tower_*`` keys; no `ModelOptions` fields) updated by ``--set
+    model.*`` overrides.
 
     With ``kind="lstm"`` the ELM fields of the preset are ignored, and an ELM field set
     explicitly on the command line is an error (and an ``lstm_*`` one for the ELM).
+    With ``tower_latent`` set the model is a `TwoTowerConfig` whose encoder (ELM or
+    LSTM) has ``tower_latent`` outputs and whose head has ``num_output`` classes.
     """
     merged = {**preset_model, **overrides}
     for name in TASK_FIXED_MODEL_FIELDS:
         merged.pop(name, None)
+    tower = {name: merged.pop(name) for name in _TOWER_FIELDS if name in merged}
+    latent = tower.get("tower_latent")
+    if latent is None and "tower_hidden" in overrides:
+        raise ValueError("--set model.tower_hidden applies to two-tower models only (this "
+                         "task's model has no model.tower_latent)")
+    encoder = _sequence_model(merged, overrides, num_input,
+                              num_output if latent is None else latent)
+    if latent is None:
+        return encoder
+    return TwoTowerConfig(encoder=encoder, num_output=num_output,
+                          hidden=tower.get("tower_hidden", 150))
+
+
+def _sequence_model(merged: dict[str, Any], overrides: Mapping[str, Any], num_input: int,
+                    num_output: int) -> ELMConfig | LSTMConfig:
     kind = merged.pop("kind", "elm")
     if kind not in MODEL_KINDS:
         _fail("model", "kind", kind, f"one of {MODEL_KINDS}")

@@ -54,9 +54,9 @@ from ..checkpoints.model_dir import load_model, save_model
 from ..events import is_events
 from ..fileio import atomic_write_text, strict_json
 from ..jax_compat import jit_cache_size
-from ..models import apply_model, count_model_params, describe_model, init_model
+from ..models import count_model_params, describe_model, init_model, predict
 from ..tasks import get_task
-from ..tasks.base import Task, head_outputs, reduce_per_example
+from ..tasks.base import Task, reduce_per_example
 from ..tasks.run_config import (
     ModelOptions,
     RunConfig,
@@ -130,13 +130,14 @@ def check_model_options(run: RunConfig) -> None:
     that a bad option is refused before a work directory is written."""
     from ..apply import resolve_backend
     from ..backends.options import resolve_options
-    from ..models import model_kind
+    from ..models import model_kind, sequence_model
 
-    if model_kind(run.model) != "elm":
+    model = sequence_model(run.model)  # a two-tower's options go to its encoder
+    if model_kind(model) != "elm":
         return  # the ELM's execution options do not apply (the LSTM ignores them)
     kwargs = run.options.apply_kwargs()
     try:
-        backend = resolve_backend(kwargs.get("backend", "auto"), run.model)
+        backend = resolve_backend(kwargs.get("backend", "auto"), model)
         resolve_options(backend, **{k: kwargs[k] for k in ("unroll", "remat", "chunk_size")
                                     if k in kwargs})
     except (ValueError, TypeError) as err:
@@ -168,8 +169,8 @@ def _io_dims(task: Task, task_cfg: Any, seed: int) -> tuple[int, int]:
 # ---------------------------------------------------------------------------- steps
 def _loss_terms(task: Task, run: RunConfig, params: Any, batch: dict, x: jax.Array,
                 fns: dict) -> dict[str, jax.Array]:
-    y = apply_model(params, x, run.model, **run.options.apply_kwargs())
-    pred = head_outputs(y, task.head, batch.get("length"))
+    pred = predict(params, x, run.model, task.head, batch.get("length"),
+                   **run.options.apply_kwargs())
     return {name: reduce_per_example(fn(pred, batch["y"]), task.head, run.train.burn_in)
             for name, fn in fns.items()}
 
