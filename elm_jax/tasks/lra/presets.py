@@ -1,18 +1,25 @@
-"""Presets of ``listops``, ``pathfinder`` and ``pathx`` and the tasks' registration.
+"""Presets of ``listops``, ``pathfinder``, ``pathx``, ``lra_text``, ``lra_retrieval``
+and ``lra_image``, and the tasks' registration.
 
 Paper settings (paper-notes section 2.3, Tables S2 / S3):
 
 * ELM: d_m 150, d_mlp 300 (one hidden layer), lambda 5, Delta t 1 per token, tau_s 5
   (150 on Path-X), tau_m log-spaced over the task's bounds (ListOps 1-2e3, Pathfinder
   1-1e3, Path-X 1-2e4); Adam 2e-4, cosine decay, cross-entropy on the last output;
-  batch 384 (Path-X 768); 150 epochs (ListOps) / 300 (Pathfinder, Path-X).
+  batch 384 (Path-X 768); 150 epochs (ListOps, Text, Retrieval) / 300 (Pathfinder,
+  Path-X, Image); Text and Retrieval tau_m 1-4e3, Image 1-1e3; Retrieval two towers
+  with a latent of 75 (``model.tower_latent``).
 * Chrono-LSTM (``paper_lstm``; or ``--set model.kind=lstm`` on any preset): hidden 150,
-  chrono range ListOps 1-4e3, Pathfinder 1-2e3, Path-X 1-2e4; Adam 1e-3.
+  chrono range ListOps 1-4e3, Pathfinder and Image 1-2e3, Path-X 1-2e4, Text and
+  Retrieval 1-8e3; Adam 1e-3.
 
 Not stated in the paper and chosen here: lambda 5 and Delta t 1 (the paper's
 recommendation), no dropout, no weight decay, gradient clipping off.  Epochs -> steps
 use the official split sizes: ListOps 96,000 / 384 = 250 steps per epoch; Pathfinder
-and Path-X 160,000 / 384 = 417 (/ 768 = 209).
+and Path-X 160,000 / 384 = 417 (/ 768 = 209); Text 25,000 (66); Retrieval 147,086
+(384); Image 45,000 (118).  The two-tower head's hidden width (150) is not stated in
+the paper either.  Text and Retrieval ``paper`` presets use the character encoding
+(the paper's input dimensions 169 / 105 suggest character dictionaries).
 
 The input dimension differs from the paper's Table S2 for ListOps (15 here vs 25 in
 the paper, which probably counted a fairseq dictionary with special tokens); Pathfinder
@@ -27,12 +34,21 @@ there).  ``tiny`` presets are seconds-long smoke runs for the tests.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from .. import register_task
 from ..base import Task
 from ..run_config import Preset, TrainConfig
 from . import listops
+from .archive_tasks import (
+    ImageTaskConfig,
+    RetrievalTaskConfig,
+    TextTaskConfig,
+    image_data,
+    retrieval_data,
+    text_data,
+)
 from .task import (
     ListOpsTaskConfig,
     PathfinderTaskConfig,
@@ -147,13 +163,73 @@ PATHX_PRESETS = {
 }
 
 
+# ---------------------------------------------------------------------------- Text, Retrieval, Image
+TEXT_MODEL = elm(150, 4000.0, chrono=(1.0, 8000.0))
+RETRIEVAL_MODEL = {**TEXT_MODEL, "tower_latent": 75, "tower_hidden": 150}
+IMAGE_MODEL = elm(150, 1000.0, chrono=(1.0, 2000.0))
+SMALL_TEXT_TASK = TextTaskConfig(max_length=400, num_per_class=1000)
+TEXT_PRESETS = {
+    **_pair("paper", "ELM d_m 150, tau_m 1-4e3, character vocabulary, T 4000: Adam 2e-4, "
+                     "batch 384, cosine, 150 epochs of IMDB's 25k reviews",
+            "Chrono-LSTM h 150, chrono 1-8e3: Adam 1e-3; data and steps as paper",
+            TextTaskConfig(encoding="chars"), TEXT_MODEL,
+            paper_train(384, 150, 25_000, ELM_LR), paper_train(384, 150, 25_000, LSTM_LR)),
+    **_pair("small", "ELM d_m 32 on 4k GENERATED reviews (bytes, T 400): 1,500 steps of "
+                     "batch 32",
+            "Chrono-LSTM h 32, chrono 1-800; data and steps as small",
+            SMALL_TEXT_TASK, elm(32, 400.0, lstm_hidden=32, chrono=(1.0, 800.0)),
+            _small_train(1500, 2e-3), _small_train(1500, 2e-3)),
+    "tiny": Preset("a seconds-long smoke run: d_m 4, 48 GENERATED reviews, T 64",
+                   TextTaskConfig(max_length=64, num_per_class=12),
+                   elm(4, 64.0, lstm_hidden=8, chrono=(1.0, 64.0)), TINY_TRAIN),
+}
+RETRIEVAL_PRESETS = {
+    **_pair("paper", "two towers (latent 75) of the ELM d_m 150, tau_m 1-4e3, character "
+                     "vocabulary, T 4000 per document: Adam 2e-4, batch 384, cosine, 150 "
+                     "epochs of the 147k AAN pairs",
+            "two towers of the Chrono-LSTM h 150, chrono 1-8e3: Adam 1e-3",
+            RetrievalTaskConfig(encoding="chars"), RETRIEVAL_MODEL,
+            paper_train(384, 150, 147_086, ELM_LR),
+            paper_train(384, 150, 147_086, LSTM_LR)),
+    **_pair("small", "two towers (latent 16) of the ELM d_m 32 on 4k GENERATED pairs "
+                     "(bytes, T 480 per document): 1,500 steps of batch 32",
+            "two towers of the Chrono-LSTM h 32, chrono 1-1e3; data and steps as small",
+            RetrievalTaskConfig(max_length=480, num_train=4000, num_val=500, num_test=500),
+            {**elm(32, 500.0, lstm_hidden=32, chrono=(1.0, 1000.0)), "tower_latent": 16,
+             "tower_hidden": 32},
+            _small_train(1500, 2e-3), _small_train(1500, 2e-3)),
+    "tiny": Preset("a seconds-long smoke run: two towers of d_m 4, 32 GENERATED pairs, "
+                   "T 48 per document",
+                   RetrievalTaskConfig(max_length=48, num_train=32, num_val=8, num_test=8),
+                   {**elm(4, 48.0, lstm_hidden=8, chrono=(1.0, 48.0)), "tower_latent": 4,
+                    "tower_hidden": 8}, TINY_TRAIN),
+}
+IMAGE_PRESETS = {
+    **_pair("paper", "ELM d_m 150, tau_m 1-1e3, 16 grey levels, T 1024: Adam 2e-4, batch "
+                     "384, cosine, 300 epochs of 45k CIFAR-10 images",
+            "Chrono-LSTM h 150, chrono 1-2e3: Adam 1e-3; data and steps as paper",
+            ImageTaskConfig(), IMAGE_MODEL,
+            paper_train(384, 300, 45_000, ELM_LR), paper_train(384, 300, 45_000, LSTM_LR)),
+    **_pair("small", "ELM d_m 32 on 10k GENERATED striped images (T 1024): 2,000 steps "
+                     "of batch 32",
+            "Chrono-LSTM h 32, chrono 1-2e3; data and steps as small",
+            ImageTaskConfig(num_train=10_000, num_test=2_000),
+            elm(32, 1000.0, lstm_hidden=32, chrono=(1.0, 2000.0)),
+            _small_train(2000, 2e-3), _small_train(2000, 2e-3)),
+    "tiny": Preset("a seconds-long smoke run: d_m 4, 40 GENERATED images",
+                   ImageTaskConfig(num_train=30, num_test=10),
+                   elm(4, 1000.0, lstm_hidden=8, chrono=(1.0, 100.0)), TINY_TRAIN),
+}
+
+
 def _register(name: str, description: str, config_cls: type, make_data: Any,
               presets: dict[str, Preset], io_dims: Any) -> Task:
     return register_task(Task(
         name=name, description=description, config_cls=config_cls, make_data=make_data,
         head="last_step", loss="cross_entropy", metrics=("accuracy",), presets=presets,
         default_preset="small", best_metric="accuracy", best_mode="max",
-        io_dims=io_dims, final_evaluation=final_evaluation))
+        io_dims=io_dims,
+        final_evaluation=functools.partial(final_evaluation, make_data=make_data)))
 
 
 LISTOPS_TASK = _register(
@@ -169,3 +245,17 @@ PATHX_TASK = _register(
     "pathx", "LRA Path-X: Pathfinder at 128x128, 16,384 steps (task.data_dir: official "
              "folder; unset: GENERATED)",
     PathfinderTaskConfig, pathfinder_data, PATHX_PRESETS, lambda cfg: (cfg.levels, 2))
+
+
+TEXT_TASK = _register(
+    "lra_text", "LRA Text: IMDB review sentiment, one byte (or character) per step "
+                "(task.data_dir: aclImdb archive or folder; unset: GENERATED)",
+    TextTaskConfig, text_data, TEXT_PRESETS, None)
+RETRIEVAL_TASK = _register(
+    "lra_retrieval", "LRA Retrieval: are two AAN papers linked? two towers over both "
+                     "documents (task.data_dir: new_aan_pairs TSVs; unset: GENERATED)",
+    RetrievalTaskConfig, retrieval_data, RETRIEVAL_PRESETS, None)
+IMAGE_TASK = _register(
+    "lra_image", "LRA Image: CIFAR-10 class of a grey image pixel by pixel (task.data_dir: "
+                 "CIFAR-10 archive or folder; unset: GENERATED)",
+    ImageTaskConfig, image_data, IMAGE_PRESETS, lambda cfg: (cfg.levels, 10))

@@ -209,18 +209,19 @@ def categorical_input(ids: np.ndarray, num_input: int, input_format: str) -> Any
     """One-hot input of categorical steps.
 
     Args:
-      ids: (batch, T) int channel of each step, -1 for a step with no input (padding).
+      ids: (batch, T) int channel of each step, -1 for a step with no input (padding);
+        or (batch, 2, T) document pairs (dense only).
       num_input: channels.
       input_format: ``"events"`` (one event per real step) or ``"dense"``.
     Returns: `SpikeEvents` (capacity T) or (batch, T, num_input) uint8 one-hot (exact,
       and a quarter of float32's host memory and transfer: 100 MB for a Path-X batch of
-      768; the model computes in float32).
+      768; the model computes in float32); pairs: (batch, 2, T, num_input).
     """
     ids = np.asarray(ids)
-    batch, steps = ids.shape
-    real = ids >= 0
     if input_format == "dense":
         return (ids[..., None] == np.arange(num_input)).astype(np.uint8)
+    batch, steps = ids.shape
+    real = ids >= 0
     time = np.broadcast_to(np.arange(steps, dtype=np.int32), (batch, steps)).copy()
     channel = np.where(real, ids, 0).astype(np.int32)
     value = real.astype(np.float32)
@@ -406,12 +407,16 @@ def _pathfinder_sources(cfg: PathfinderTaskConfig) -> tuple[dict[str, SplitSourc
 # ---------------------------------------------------------------------------- evaluation
 def final_evaluation(task_config: Any, model_config: Any, params: Any,
                      out_dir: str | os.PathLike | None = None, split: str = "test",
-                     apply_kwargs: dict[str, Any] | None = None, *, batch_size: int = 32
-                     ) -> dict[str, Any]:
+                     apply_kwargs: dict[str, Any] | None = None, *, batch_size: int = 32,
+                     make_data: Any = None) -> dict[str, Any]:
     """``accuracy``, ``num_examples``, per-class accuracy, the confusion matrix, chance
-    level and what the data was, of `params` on `split`."""
-    make = listops_data if isinstance(task_config, ListOpsTaskConfig) else pathfinder_data
-    data = make(task_config, 0)
+    level and what the data was, of `params` on `split`.  `make_data`: the task's
+    ``(task_config, seed) -> SequenceClassificationData`` (default: ListOps' or
+    Pathfinder's, by the config's class)."""
+    if make_data is None:
+        make_data = listops_data if isinstance(task_config, ListOpsTaskConfig) else \
+            pathfinder_data
+    data = make_data(task_config, 0)
     if model_config.num_output != data.num_output or model_config.num_input != data.num_input:
         raise ValueError(f"the model has num_input={model_config.num_input}, num_output="
                          f"{model_config.num_output}; the data ({data.description}) has "
