@@ -12,6 +12,7 @@ import pytest
 
 from helpers import require_shared
 from elm_jax.events import SpikeEvents
+from elm_jax.models import apply_model, init_model
 from elm_jax.tasks import get_task
 from elm_jax.tasks.neuronio.task import NeuronIOTaskConfig, NeuronIOTaskData, ensure_teacher_data
 from elm_jax.train.trainer import Trainer, resolve_run
@@ -112,6 +113,20 @@ def test_neuronio_presets_are_listed_and_validated():
         resolve_run("neuronio", "tiny", ["task.input_format=sparse"])
 
 
+def test_events_and_dense_batches_give_the_same_outputs(cache):
+    # CI version of the slow trainer comparison below: one training batch of each
+    # format through the tiny preset's model
+    outputs = {}
+    for fmt in ("events", "dense"):
+        task, run = resolve_run("neuronio", "tiny", [f"task.input_format={fmt}"])
+        batch = task.make_data(run.task, 0).train_batch(0, 2)
+        assert isinstance(batch["x"], SpikeEvents) == (fmt == "events")
+        params = init_model(jax.random.key(0), run.model)
+        outputs[fmt] = np.asarray(apply_model(params, batch["x"], run.model))
+    np.testing.assert_allclose(outputs["events"], outputs["dense"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
 def test_events_and_dense_inputs_train_alike(tmp_path, cache):
     # the same tiny run (train steps, validation, test) with both input formats:
     # equal up to float32 rounding (the routing sums in another order)

@@ -72,8 +72,9 @@ def _run(backends: tuple[str, ...]) -> None:
 
 
 def test_four_device_shard_map_equals_one_device():
-    # CI: the custom-backward backends (the plain scan is the slow variant's addition)
-    _run(("hoisted", "associative"))
+    # CI: the hoisted backend (custom backward); the slow variant adds the plain scan
+    # and the associative scan
+    _run(("hoisted",))
 
 
 @pytest.mark.slow

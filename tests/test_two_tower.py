@@ -57,23 +57,25 @@ def test_two_tower_equals_each_document_alone_and_a_numpy_head(encoder):
     config = TwoTowerConfig(encoder=ENCODERS[encoder], num_output=2, hidden=7)
     params = init_model(jax.random.key(0), config)
     x, lengths, _ = _pairs(1)
-    logits = np.asarray(predict(params, x, config, "last_step", lengths))
+    run_pairs = jax.jit(lambda p, xb, n: predict(p, xb, config, "last_step", n))
+    run_one = jax.jit(lambda p, doc: apply_model(p, doc, config.encoder))
+    logits = np.asarray(run_pairs(params, x, lengths))
     assert logits.shape == (2, 2)
     expected = []
     for b in range(2):
         summaries = []
         for d in range(2):  # the document alone, truncated to its length
             doc = x[b:b + 1, d, :lengths[b, d]]
-            y = apply_model(params["encoder"], doc, config.encoder)
+            y = run_one(params["encoder"], doc)
             summaries.append(np.asarray(y[0, -1], np.float64))
         expected.append(_numpy_head(params["head"], *[s[None] for s in summaries])[0])
     np.testing.assert_allclose(logits, np.stack(expected), rtol=2e-5, atol=2e-5)
     # padding after each document's last real token changes nothing
     longer = np.concatenate([x, np.ones_like(x[:, :, :4])], axis=2)
-    np.testing.assert_allclose(np.asarray(predict(params, longer, config, "last_step",
-                                                  lengths)), logits, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(run_pairs(params, longer, lengths)), logits,
+                               atol=1e-6)
     # swapping the documents swaps u and v (the head is not symmetric)
-    swapped = np.asarray(predict(params, x[:, ::-1], config, "last_step", lengths[:, ::-1]))
+    swapped = np.asarray(run_pairs(params, x[:, ::-1], lengths[:, ::-1]))
     assert not np.allclose(swapped, logits)
 
 
@@ -91,6 +93,7 @@ def test_two_tower_gradients_match_finite_differences(x64):
     trained = {"encoder": {k: v for k, v in params["encoder"].items()
                            if k in ("mlp", "readout", "w_s_raw")}, "head": params["head"]}
 
+    @jax.jit
     def partial(sub):
         return loss({"encoder": {**params["encoder"], **sub["encoder"]}, "head": sub["head"]})
 
