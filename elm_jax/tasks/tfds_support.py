@@ -8,6 +8,8 @@
 * `prepare`: ``download_and_prepare`` with a manual directory.
 * `read_records` / `read_field`: random access to a ``tfds.data_source`` (or anything
   indexable by ints) in batches of indices, through ``__getitems__`` when it has one.
+* `ImageLabelSource`: batches of ``(image, label)`` records of a prepared split
+  (Pathfinder's and LRA Image's sources).
 
 Everything here works without TensorFlow (array_record files, data sources).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,3 +68,38 @@ def read_field(source: Any, field: str, dtype: Any, chunk: int = 1024) -> np.nda
         records = read_records(source, range(lo, min(n, lo + chunk)))
         out[lo:lo + len(records)] = [r[field] for r in records]
     return out
+
+
+class ImageLabelSource:
+    """A prepared split of a builder whose records hold ``image`` (H, W) uint8 and an
+    integer ``label``, as a random-access batch source (``tfds.data_source``).
+
+    Args:
+      builder: a prepared builder with a builder config (or an already opened data
+        source: anything indexable with ``__getitems__`` returning such dicts).
+      split: ``"train"``, ``"validation"``, ``"test"`` or TFDS slicing (``"train[:10%]"``).
+    Attributes: ``labels`` (n,) int32 (read once).
+    """
+
+    #: shape of the images array of an empty batch
+    empty_shape: tuple[int, int, int] = (0, 0, 0)
+
+    def __init__(self, builder: Any, split: str = "train", *, chunk: int = 4096):
+        if hasattr(builder, "builder_config"):
+            self.source = import_tfds().data_source(
+                f"{builder.name}/{builder.builder_config.name}", split=split,
+                data_dir=str(Path(builder.data_dir).parents[2]))
+        else:
+            self.source = builder
+        self.labels = read_field(self.source, "label", np.int32, chunk)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batch(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(images (b, H, W) uint8, labels (b,) int32)`` of `indices`."""
+        recs = read_records(self.source, np.asarray(indices, np.int64).reshape(-1).tolist())
+        if not recs:
+            return np.zeros(self.empty_shape, np.uint8), np.zeros(0, np.int32)
+        images = np.stack([np.asarray(r["image"], np.uint8) for r in recs])
+        return images, np.array([r["label"] for r in recs], np.int32)

@@ -52,11 +52,10 @@ import numpy as np
 
 from ...fileio import atomic_write
 from ..tfds_support import (
+    ImageLabelSource,
     import_tfds,
     lazy_builder_attribute,
     prepare,
-    read_field,
-    read_records,
 )
 from .pathfinder_generator import (
     CONTOUR_LENGTHS,
@@ -521,33 +520,8 @@ def prepare_pathfinder(resolution: int = 32, difficulty: str = "hard",
     return prepare(builder, manual_dir)
 
 
-class PathfinderSource:
-    """A prepared split as a random-access batch source (``tfds.data_source``).
+class PathfinderSource(ImageLabelSource):
+    """A prepared ``pathfinder`` split as a random-access batch source: ``len()``,
+    ``labels`` (n,) int32 and ``batch(indices) -> (images (b, H, W) uint8, labels (b,)
+    int32)`` (`tfds_support.ImageLabelSource`)."""
 
-    Args:
-      builder: a prepared ``pathfinder`` builder (or an already opened data source:
-        anything indexable with ``__getitems__`` returning dicts with ``image``/``label``).
-      split: ``"train"``, ``"validation"``, ``"test"`` or TFDS slicing (``"train[:10%]"``).
-    Attributes: ``labels`` (n,) int32 (read once).
-    """
-
-    def __init__(self, builder: Any, split: str = "train", *, chunk: int = 4096):
-        if hasattr(builder, "builder_config"):
-            tfds = import_tfds()
-            self.source = tfds.data_source(
-                f"{builder.name}/{builder.builder_config.name}", split=split,
-                data_dir=str(Path(builder.data_dir).parents[2]))
-        else:
-            self.source = builder
-        self.labels = read_field(self.source, "label", np.int32, chunk)
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def batch(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """``(images (b, H, W) uint8, labels (b,) int32)`` of `indices`."""
-        recs = read_records(self.source, np.asarray(indices, np.int64).reshape(-1).tolist())
-        if not recs:
-            return np.zeros((0, 0, 0), np.uint8), np.zeros(0, np.int32)
-        images = np.stack([np.asarray(r["image"], np.uint8) for r in recs])
-        return images, np.array([r["label"] for r in recs], np.int32)
