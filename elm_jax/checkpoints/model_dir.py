@@ -3,7 +3,7 @@
 Layout of a model directory::
 
     DIR/config.json   {"format": "elm_jax.model/1", "config": config.to_dict()}
-                      (an ELMConfig, or an LSTMConfig with "kind": "lstm")
+                      (an ELMConfig; an LSTMConfig or TwoTowerConfig with "kind")
     DIR/params/       Orbax StandardCheckpointer tree of the parameter dict
     DIR/manifest.json size and sha256 of every other file (`elm_jax.fileio`)
 
@@ -84,12 +84,16 @@ def _write_config(staging: Path, config: ModelConfig, extra: dict[str, Any] | No
     (staging / "config.json").write_text(strict_json(meta, indent=1))
 
 
-def _write_staging(staging: Path, config: ModelConfig, params: Params,
-                   extra: dict[str, Any] | None) -> None:
-    _write_config(staging, config, extra)
+def _save_params(staging: Path, params: Params) -> None:
     checkpointer = _checkpointer()
     checkpointer.save(staging / "params", jax.device_get(params))
     checkpointer.wait_until_finished()
+
+
+def _write_staging(staging: Path, config: ModelConfig, params: Params,
+                   extra: dict[str, Any] | None) -> None:
+    _write_config(staging, config, extra)
+    _save_params(staging, params)
     write_manifest(staging)
 
 
@@ -129,9 +133,7 @@ def _save_multiprocess(target: Path, config: ModelConfig, params: Params,
         staging.mkdir()
     _barrier(f"{key}:staging")
     try:
-        checkpointer = _checkpointer()
-        checkpointer.save(staging / "params", jax.device_get(params))
-        checkpointer.wait_until_finished()
+        _save_params(staging, params)
         if main:
             _write_config(staging, config, extra)
             write_manifest(staging)
@@ -143,8 +145,8 @@ def _save_multiprocess(target: Path, config: ModelConfig, params: Params,
 
 
 def read_model_config(directory: str | os.PathLike) -> ModelConfig:
-    """The model config (`ELMConfig` or `LSTMConfig`) stored in a model directory
-    (ValueError if it is not one)."""
+    """The model config (`ELMConfig`, `LSTMConfig` or `TwoTowerConfig`) stored in a model
+    directory (ValueError if it is not one)."""
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise ValueError(f"{directory} is not an elm_jax model directory: {path} is missing")
