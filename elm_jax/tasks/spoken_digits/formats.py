@@ -491,6 +491,8 @@ def write_shd(path: str | os.PathLike, times: Sequence[np.ndarray],
             member = strip_suffix(path.name) + ".h5"
             atomic_write(path, lambda f: _zip_into(tmp, member, f))
         else:
+            with open(tmp, "rb") as done:  # on disk before the rename, as atomic_write
+                os.fsync(done.fileno())
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
