@@ -154,6 +154,11 @@ def test_deer_with_compute_dtype_is_close_to_scan():
     full = elm_jax.apply(params, x, config, backend="scan")
     assert float(jnp.max(jnp.abs(scan - full))) > 1e-4  # bfloat16 really was used
     np.testing.assert_allclose(deer, scan, atol=2e-3)
+
+
+@pytest.mark.slow  # CI: the values above
+def test_deer_with_compute_dtype_has_scans_gradients():
+    config, params, x = _setup(seed=5, steps=40, dtype=jnp.float32)
     g_scan = jax.grad(lambda p: jnp.sum(elm_jax.apply(
         p, x, config, backend="scan", compute_dtype=jnp.bfloat16) ** 2))(params)
     g_deer = jax.grad(lambda p: jnp.sum(elm_jax.apply(

@@ -74,8 +74,10 @@ def test_custom_backward_any_depth_float32(layers, activation):
 
 
 @pytest.mark.parametrize("mode,layers,activation", [
-    ("jacobian", 0, "relu"), ("jacobian", 1, "silu"), ("recompute", 2, "silu"),
-    ("store", 1, "relu"), ("store", 2, "silu")])
+    # CI: each reverse mode once; the other depths are slow variants
+    pytest.param("jacobian", 0, "relu", marks=pytest.mark.slow), ("jacobian", 1, "silu"),
+    ("recompute", 2, "silu"), ("store", 1, "relu"),
+    pytest.param("store", 2, "silu", marks=pytest.mark.slow)])
 def test_custom_backward_reverse_modes(x64, monkeypatch, mode, layers, activation):
     # the reverse loop multiplies per-token Jacobians (small models), keeps only the
     # carry and redoes the products over all tokens, or stores them: all exact

@@ -16,7 +16,9 @@ import pytest
 import elm_jax
 from helpers import make_config
 
-BACKENDS = ["scan", "hoisted", "associative", "deer"]
+# CI: scan, hoisted, associative; deer's bfloat16 path is also checked in CI by
+# test_backend_options.test_deer_with_compute_dtype_is_close_to_scan
+BACKENDS = ["scan", "hoisted", "associative", pytest.param("deer", marks=pytest.mark.slow)]
 
 # Measured (jax 0.10.2, CPU) with the config and data below, error of bfloat16 against
 # float32 scan; outputs: max|y_bf16 - y_f32| / max|y_f32|, gradients: per leaf

@@ -32,7 +32,7 @@ def _run(name):
 
 
 def test_quickstart_notebook_runs(monkeypatch):
-    monkeypatch.setenv("ELM_QUICKSTART_STEPS", "200")
+    monkeypatch.setenv("ELM_QUICKSTART_STEPS", "100")
     monkeypatch.setenv("ELM_JAX_SHARED", str(SHARED))
     outputs = _run("quickstart.ipynb")
     assert "trained parameters: 6827" in outputs
