@@ -19,6 +19,9 @@ import elm_jax
 from reference_numpy import numpy_forward, numpy_routing
 
 REPO = Path(__file__).resolve().parents[1]
+
+#: XLA flags of every test process (set by conftest.py; subprocesses add theirs to it).
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 SHARED = Path(os.environ.get("ELM_JAX_SHARED", REPO.parent / "shared"))
 
 

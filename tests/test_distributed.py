@@ -35,6 +35,7 @@ import pytest
 from elm_jax.checkpoints.model_dir import load_model
 from elm_jax.train import Trainer, resolve_run
 from elm_jax.train.observe import read_jsonl
+from helpers import TEST_XLA_FLAGS
 
 TIMEOUT_S = 240
 #: The two-process run all-reduces two half-batch gradient sums where the one-process
@@ -55,7 +56,7 @@ def _free_port() -> int:
 
 def _env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.pop("XLA_FLAGS", None)  # one CPU device per process
+    env["XLA_FLAGS"] = TEST_XLA_FLAGS  # one CPU device per process
     env.update(JAX_PLATFORMS="cpu", **extra)
     return env
 

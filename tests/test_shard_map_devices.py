@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import TEST_XLA_FLAGS
 
 TESTS = Path(__file__).resolve().parent
 
@@ -55,7 +56,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def _run(backends: tuple[str, ...]) -> None:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+    env = {**os.environ,
+           "XLA_FLAGS": f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count=4",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": os.pathsep.join(
                [str(TESTS), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", SCRIPT, ",".join(backends)], env=env, capture_output=True,

@@ -26,6 +26,7 @@ from elm_jax.cli import main
 from elm_jax.train.checkpointing import RunCheckpoints
 from elm_jax.train.observe import read_jsonl, strip_timing
 from elm_jax.train.trainer import EXIT_INTERRUPTED, Trainer, resolve_run
+from helpers import TEST_XLA_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -292,8 +293,8 @@ def test_four_cpu_devices_give_the_same_losses_as_one(tmp_path, reference_run):
         assert report["devices"] == 4 and report["compiled"]["train_step"] == 1
         print(json.dumps(report["test"]))
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-               JAX_PLATFORMS="cpu")
+    env = dict(os.environ, XLA_FLAGS=f"{TEST_XLA_FLAGS} "
+               "--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "four")], env=env,
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr
