@@ -204,6 +204,9 @@ def test_read_aan_labels_and_errors(tmp_path):
     assert split.labels.tolist() == [1, 0, 1]
     assert split.text1 == ['says "hi"', "y", ""] and split.text2 == ["x", "z", ""]
     assert split.id1 == ["A", "C", "E"]
+    # reading with a character limit keeps the first characters of each document
+    cut = T.read_aan_tsv(path, char_limit=3)
+    assert cut.text1 == ["say", "y", ""] and cut.labels.tolist() == [1, 0, 1]
     bad_cols = tmp_path / "new_aan_pairs.train.tsv"
     bad_cols.write_bytes(b"1\tA\tB\tx\ty\n0\tA\tB\tx\n")
     with pytest.raises(T.TextFormatError, match="line 2: expected 5") as err:

@@ -242,7 +242,8 @@ def _retrieval_sources(cfg: RetrievalTaskConfig) -> tuple[dict[str, SplitSource]
     else:
         if len(files) == 1 and Path(cfg.data_dir or "").is_file():
             files = {"test": next(iter(files.values()))}  # one TSV given: the test set
-        raw = {split: text.read_aan_tsv(path) for split, path in files.items()}
+        raw = {split: text.read_aan_tsv(path, text.AAN_CHAR_LIMIT)
+               for split, path in files.items()}
     if cfg.encoding == "chars" and "train" not in raw:
         raise ValueError("task.encoding=chars builds its vocabulary from "
                          "new_aan_pairs.train.tsv, which is missing from "

@@ -581,40 +581,42 @@ class AANSplit:
         return self.id1, self.id2
 
 
-def read_aan_tsv(path: str | os.PathLike) -> AANSplit:
+def read_aan_tsv(path: str | os.PathLike, char_limit: int | None = None) -> AANSplit:
     """Read one ``new_aan_pairs.*.tsv`` (no header, 5 tab-separated columns ``label
-    id1 id2 text1 text2``, no quoting; LF or CRLF rows).  The label must be ``0``,
-    ``1``, ``0.0`` or ``1.0``.  TextFormatError naming the file and 1-based line for a
-    row without exactly 5 columns or another label, and for an empty file."""
+    id1 id2 text1 text2``, no quoting; LF or CRLF rows), a row at a time.  The label
+    must be ``0``, ``1``, ``0.0`` or ``1.0``.  TextFormatError naming the file and
+    1-based line for a row without exactly 5 columns or another label, and for an empty
+    file.  `char_limit`: keep only the first that many characters of each document
+    (LRA's `AAN_CHAR_LIMIT`; the release's documents are whole papers, so this bounds
+    the memory the split takes)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        handle = path.open("rb")
     except OSError as err:
         raise FileNotFoundError(f"{path}: cannot read AAN file ({err})") from err
-    lines = data.decode("utf-8", "surrogateescape").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if not lines:
+    cut = slice(None) if char_limit is None else slice(int(char_limit))
+    text1, text2, id1, id2, labels = [], [], [], [], []
+    with handle:
+        for number, raw in enumerate(handle, start=1):  # rows end at b"\n" only
+            line = raw.decode("utf-8", "surrogateescape").removesuffix("\n")
+            fields = line.removesuffix("\r").split("\t")
+            if len(fields) != 5:
+                raise TextFormatError(f"{path}: line {number}: expected 5 tab-separated "
+                                      f"columns (label id1 id2 text1 text2), found "
+                                      f"{len(fields)}")
+            label = _AAN_LABELS.get(fields[0].strip())
+            if label is None:
+                raise TextFormatError(f"{path}: line {number}: label {fields[0][:20]!r} "
+                                      f"is not 0, 1, 0.0 or 1.0")
+            labels.append(label)
+            id1.append(fields[1])
+            id2.append(fields[2])
+            text1.append(fields[3][cut])
+            text2.append(fields[4][cut])
+    if not labels:
         raise TextFormatError(f"{path}: empty file (expected rows of 5 tab-separated "
                               f"columns: label id1 id2 text1 text2)")
-    text1, text2, id1, id2 = [], [], [], []
-    labels = np.zeros(len(lines), np.int64)
-    for number, line in enumerate(lines, start=1):
-        fields = line.removesuffix("\r").split("\t")
-        if len(fields) != 5:
-            raise TextFormatError(f"{path}: line {number}: expected 5 tab-separated "
-                                  f"columns (label id1 id2 text1 text2), found "
-                                  f"{len(fields)}")
-        label = _AAN_LABELS.get(fields[0].strip())
-        if label is None:
-            raise TextFormatError(f"{path}: line {number}: label {fields[0][:20]!r} is "
-                                  f"not 0, 1, 0.0 or 1.0")
-        labels[number - 1] = label
-        id1.append(fields[1])
-        id2.append(fields[2])
-        text1.append(fields[3])
-        text2.append(fields[4])
-    return AANSplit(text1, text2, labels, id1, id2, str(path))
+    return AANSplit(text1, text2, np.asarray(labels, np.int64), id1, id2, str(path))
 
 
 def find_aan_files(path: str | os.PathLike) -> dict[str, Path]:
