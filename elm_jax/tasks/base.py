@@ -37,9 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..models import last_outputs
-
-HEADS = ("per_step", "last_step")
+from ..models import HEADS, last_outputs
 
 Batch = dict[str, Any]
 ElementwiseFn = Callable[[jax.Array, jax.Array], jax.Array]

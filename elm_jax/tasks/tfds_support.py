@@ -6,6 +6,8 @@
   first access (the class derives from a tfds base class, so it cannot exist before tfds
   is imported).
 * `prepare`: ``download_and_prepare`` with a manual directory.
+* `dataset_info`: the ``DatasetInfo`` every builder here returns (records in generation
+  order, no shuffling).
 * `read_records` / `read_field`: random access to a ``tfds.data_source`` (or anything
   indexable by ints) in batches of indices, through ``__getitems__`` when it has one.
 * `ImageLabelSource`: batches of ``(image, label)`` records of a prepared split
@@ -50,6 +52,20 @@ def prepare(builder: Any, manual_dir: str | os.PathLike | None) -> Any:
         manual_dir=None if manual_dir is None else str(manual_dir))
     builder.download_and_prepare(download_config=config)
     return builder
+
+
+def dataset_info(builder: Any, features: dict[str, Any], *, description: str,
+                 homepage: str, citation: str,
+                 supervised_keys: tuple[str, str] | None = None) -> Any:
+    """``tfds.core.DatasetInfo`` of `builder` with `features` (a dict of TFDS feature
+    objects), shuffling disabled (records keep the order they were generated in) and an
+    empty metadata dict the builder may fill while generating."""
+    tfds = import_tfds()
+    return tfds.core.DatasetInfo(
+        builder=builder, description=description,
+        features=tfds.features.FeaturesDict(features), supervised_keys=supervised_keys,
+        disable_shuffling=True, metadata=tfds.core.MetadataDict(), homepage=homepage,
+        citation=citation)
 
 
 def read_records(source: Any, indices: Sequence[int]) -> list[dict]:

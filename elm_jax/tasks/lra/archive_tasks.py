@@ -44,13 +44,16 @@ from typing import Any
 import numpy as np
 
 from .. import run_config
-from . import image, pathfinder, text
+from . import image, text
 from .task import (
+    SPLITS,
+    TFDS_SPLITS,
     SequenceClassificationData,
     SplitSource,
     _check,
     _common_checks,
     _generated,
+    image_sources,
     tfds_dir,
 )
 
@@ -191,10 +194,8 @@ def _text_sources(cfg: TextTaskConfig) -> tuple[dict[str, SplitSource], int, str
     if cfg.reader == "tfds":
         manual = found.parent
         builder = text.prepare_text(manual_dir=manual, data_dir=tfds_dir(manual))
-        raw = {}
-        for split in text.IMDB_FILE_SPLITS:
-            source = text.TextSource(builder, split)
-            raw[split] = (source.texts(range(len(source))), source.labels)
+        raw = {split: text.TextSource(builder, split).read_all()
+               for split in text.IMDB_FILE_SPLITS}
     else:
         raw = text.read_imdb(found)
     vocab = (text.CharVocabulary.build(raw["train"][0], cfg.min_freq)
@@ -233,12 +234,8 @@ def _retrieval_sources(cfg: RetrievalTaskConfig) -> tuple[dict[str, SplitSource]
     if cfg.reader == "tfds":
         manual = next(iter(files.values())).parent
         builder = text.prepare_retrieval(manual_dir=manual, data_dir=tfds_dir(manual))
-        raw = {}
-        for split in text.AAN_FILE_SPLITS:
-            source = text.PairSource(builder, split)
-            first, second = source.texts(range(len(source)))
-            ids = source.ids(range(len(source)))
-            raw[split] = text.AANSplit(first, second, source.labels, *ids, source.name)
+        raw = {split: text.PairSource(builder, split).read_all(text.AAN_CHAR_LIMIT)
+               for split in text.AAN_FILE_SPLITS}
     else:
         if len(files) == 1 and Path(cfg.data_dir or "").is_file():
             files = {"test": next(iter(files.values()))}  # one TSV given: the test set
@@ -287,20 +284,12 @@ def _image_sources(cfg: ImageTaskConfig) -> tuple[dict[str, SplitSource], str]:
         builder = image.prepare_image(
             manual_dir=manual, data_dir=tfds_dir(manual) / f"split{cfg.split_seed}",
             split_seed=cfg.split_seed, formula=cfg.grey)
-        readers = {s: image.ImageSource(builder, image.SPLITS[i])
-                   for i, s in enumerate(("train", "val", "test"))}
+        readers = {s: image.ImageSource(builder, TFDS_SPLITS[s]) for s in SPLITS}
     else:
         arrays = image.CifarArrays.read(found, split_seed=cfg.split_seed, formula=cfg.grey)
-        readers = {s: arrays.split(image.SPLITS[i])
-                   for i, s in enumerate(("train", "val", "test"))}
-    sources = {}
-    for split, reader in readers.items():
-        def fetch(idx, reader=reader):
-            grey, labels = reader.batch(idx)
-            ids = pathfinder.quantize(grey, cfg.levels).astype(np.int32)
-            return ids, np.full(len(ids), image.STEPS, np.int32), labels
-        sources[split] = SplitSource(len(reader), fetch)
-    return sources, f"{description}, grey {cfg.grey}, {cfg.levels} levels"
+        readers = {s: arrays.split(TFDS_SPLITS[s]) for s in SPLITS}
+    return (image_sources(readers, cfg.levels),
+            f"{description}, grey {cfg.grey}, {cfg.levels} levels")
 
 
 def image_data(cfg: ImageTaskConfig, seed: int) -> SequenceClassificationData:

@@ -76,6 +76,7 @@ import numpy as np
 from ...fileio import atomic_write
 from ..tfds_support import (
     ImageLabelSource,
+    dataset_info,
     import_tfds,
     lazy_builder_attribute,
     prepare,
@@ -617,16 +618,15 @@ def _builder_class():
             super().__init__(file_format=file_format, **kwargs)
 
         def _info(self):
-            features = tfds.features.FeaturesDict({
+            features = {
                 "image": tfds.features.Tensor(shape=(_SIDE, _SIDE), dtype=np.uint8),
                 "label": tfds.features.ClassLabel(names=list(CLASS_NAMES)),
                 "index": tfds.features.Scalar(dtype=np.int32),
-            })
-            return tfds.core.DatasetInfo(
-                builder=self, description=__doc__.split("\n\n")[0], features=features,
-                supervised_keys=("image", "label"), disable_shuffling=True,
-                metadata=tfds.core.MetadataDict(),
+            }
+            return dataset_info(
+                self, features, description=__doc__.split("\n\n")[0],
                 homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+                supervised_keys=("image", "label"),
                 citation="Krizhevsky (2009), Learning Multiple Layers of Features from Tiny "
                          "Images; Tay et al. (2021), Long Range Arena: A Benchmark for "
                          "Efficient Transformers, ICLR.")

@@ -73,6 +73,7 @@ import numpy as np
 
 from ...fileio import atomic_write
 from ..tfds_support import (
+    dataset_info,
     import_tfds,
     lazy_builder_attribute,
     prepare,
@@ -662,15 +663,14 @@ def _builder_class():
             super().__init__(file_format=file_format, config=config, **kwargs)
 
         def _info(self):
-            features = tfds.features.FeaturesDict({
+            features = {
                 "tokens": tfds.features.Tensor(shape=(None,), dtype=np.int32),
                 "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-            })
-            return tfds.core.DatasetInfo(
-                builder=self, description=__doc__.split("\n\n")[0], features=features,
-                supervised_keys=("tokens", "label"), disable_shuffling=True,
-                metadata=tfds.core.MetadataDict(),
+            }
+            return dataset_info(
+                self, features, description=__doc__.split("\n\n")[0],
                 homepage="https://github.com/google-research/long-range-arena",
+                supervised_keys=("tokens", "label"),
                 citation="Nangia & Bowman (2018), ListOps: A Diagnostic Dataset for "
                          "Latent Tree Learning; Tay et al. (2021), Long Range Arena.")
 

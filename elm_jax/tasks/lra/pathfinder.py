@@ -53,6 +53,7 @@ import numpy as np
 from ...fileio import atomic_write
 from ..tfds_support import (
     ImageLabelSource,
+    dataset_info,
     import_tfds,
     lazy_builder_attribute,
     prepare,
@@ -437,16 +438,15 @@ def _builder_class():
 
         def _info(self):
             r = self.builder_config.resolution
-            features = tfds.features.FeaturesDict({
+            features = {
                 "image": tfds.features.Tensor(shape=(r, r), dtype=np.uint8),
                 "label": tfds.features.ClassLabel(num_classes=2),
                 "index": tfds.features.Scalar(dtype=np.int32),
-            })
-            return tfds.core.DatasetInfo(
-                builder=self, description=__doc__.split("\n\n")[0], features=features,
-                supervised_keys=("image", "label"), disable_shuffling=True,
-                metadata=tfds.core.MetadataDict(),
+            }
+            return dataset_info(
+                self, features, description=__doc__.split("\n\n")[0],
                 homepage="https://github.com/google-research/long-range-arena",
+                supervised_keys=("image", "label"),
                 citation="Tay et al. (2021), Long Range Arena: A Benchmark for Efficient "
                          "Transformers, ICLR; Linsley et al. (2018), Learning long-range "
                          "spatial dependencies with horizontal gated recurrent units.")

@@ -378,7 +378,6 @@ def pathfinder_data(cfg: PathfinderTaskConfig, seed: int) -> SequenceClassificat
 def _pathfinder_sources(cfg: PathfinderTaskConfig) -> tuple[dict[str, SplitSource], str]:
     # read once per configuration: the trainer's data and the final evaluation share it
     folder, description = pathfinder_folder(cfg)
-    steps = cfg.resolution ** 2
     if cfg.reader == "tfds":
         manual = folder.parent.parent
         if pathfinder.find_official(manual, cfg.resolution, cfg.difficulty) != folder:
@@ -394,14 +393,21 @@ def _pathfinder_sources(cfg: PathfinderTaskConfig) -> tuple[dict[str, SplitSourc
             raise ValueError(f"{folder} holds {arrays.resolution}x{arrays.resolution} "
                              f"images but task.resolution={cfg.resolution}")
         readers = {s: arrays.split(TFDS_SPLITS[s], cfg.split_seed) for s in SPLITS}
+    return image_sources(readers, cfg.levels), description
+
+
+def image_sources(readers: dict[str, Any], levels: int) -> dict[str, SplitSource]:
+    """SplitSources of image splits: each reader's ``batch(indices) -> (images (b, H, W)
+    uint8, labels)`` quantised to `levels` grey levels, flattened row by row (every
+    step real: length H * W)."""
     sources = {}
     for split, reader in readers.items():
         def fetch(idx, reader=reader):
             images, labels = reader.batch(idx)
-            ids = pathfinder.quantize(images, cfg.levels).astype(np.int32)
-            return ids, np.full(len(idx), steps, np.int32), labels
+            ids = pathfinder.quantize(images, levels).astype(np.int32)
+            return ids, np.full(len(ids), ids.shape[1], np.int32), labels
         sources[split] = SplitSource(len(reader), fetch)
-    return sources, description
+    return sources
 
 
 # ---------------------------------------------------------------------------- evaluation

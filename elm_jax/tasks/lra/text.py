@@ -75,6 +75,7 @@ import numpy as np
 
 from ...fileio import atomic_write
 from ..tfds_support import (
+    dataset_info,
     import_tfds,
     lazy_builder_attribute,
     prepare,
@@ -424,8 +425,9 @@ def read_imdb(path: str | os.PathLike) -> dict[str, tuple[list[bytes], np.ndarra
     int64)}``, ``neg`` = 0, ``pos`` = 1, sorted by (label, id) within a split.
 
     `path`: see `find_imdb`.  The archive is read in one streaming pass, nothing is
-    extracted.  Ties (the same id twice in a class) are ordered by file name.  ``train/unsup/``, ``*.feat``, ``urls_*.txt``, ``imdb.vocab`` and the
-    README are ignored.  TextFormatError (naming the file) for an unreadable, truncated
+    extracted.  Ties (the same id twice in a class) are ordered by file name.
+    ``train/unsup/``, ``*.feat``, ``urls_*.txt``, ``imdb.vocab`` and the README are
+    ignored.  TextFormatError (naming the file) for an unreadable, truncated
     or corrupt archive, no review files, a split or class without reviews, or a review
     file name not of the form ``<id>_<rating>.txt``."""
     where = find_imdb(path)
@@ -784,12 +786,9 @@ def _manual_dir(dl_manager) -> Path:
     return Path(dl_manager.manual_dir)
 
 
-def _info(builder, tfds, features, supervised, citation):
-    return tfds.core.DatasetInfo(
-        builder=builder, description=__doc__.split("\n\n")[0],
-        features=tfds.features.FeaturesDict(features), supervised_keys=supervised,
-        disable_shuffling=True, metadata=tfds.core.MetadataDict(), homepage=HOMEPAGE,
-        citation=citation)
+def _info(builder, features, supervised, citation):
+    return dataset_info(builder, features, description=__doc__.split("\n\n")[0],
+                        homepage=HOMEPAGE, citation=citation, supervised_keys=supervised)
 
 
 def _text_builder_class():
@@ -812,7 +811,7 @@ def _text_builder_class():
             super().__init__(file_format=file_format, **kwargs)
 
         def _info(self):
-            return _info(self, tfds, {
+            return _info(self, {
                 "text": tfds.features.Text(),
                 "label": tfds.features.ClassLabel(names=list(IMDB_CLASSES))},
                 ("text", "label"),
@@ -853,7 +852,7 @@ def _retrieval_builder_class():
             super().__init__(file_format=file_format, **kwargs)
 
         def _info(self):
-            return _info(self, tfds, {
+            return _info(self, {
                 "text1": tfds.features.Text(), "text2": tfds.features.Text(),
                 "id1": tfds.features.Text(), "id2": tfds.features.Text(),
                 "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES)},
@@ -966,6 +965,12 @@ class TextSource(_Source):
     def texts(self, indices: Sequence[int]) -> list[bytes]:
         return [bytes(r["text"]) for r in self._records(indices)]
 
+    def read_all(self) -> tuple[list[bytes], np.ndarray]:
+        """Every review's bytes and the (n,) int64 labels, each record read once."""
+        recs = self._records(range(len(self)))
+        return [bytes(r["text"]) for r in recs], np.array([r["label"] for r in recs],
+                                                           np.int64)
+
 
 class PairSource(_Source):
     """A prepared ``lra_retrieval`` split.  `split`: ``train``, ``validation`` (aliases
@@ -985,3 +990,14 @@ class PairSource(_Source):
         recs = self._records(indices)
         return ([_as_str(bytes(r["id1"])) for r in recs],
                 [_as_str(bytes(r["id2"])) for r in recs])
+
+    def read_all(self, char_limit: int | None = None) -> AANSplit:
+        """The whole split as an `AANSplit`, each record read once; `char_limit` as
+        `read_aan_tsv`'s."""
+        cut = slice(None) if char_limit is None else slice(int(char_limit))
+        recs = self._records(range(len(self)))
+        return AANSplit([_as_str(bytes(r["text1"]))[cut] for r in recs],
+                        [_as_str(bytes(r["text2"]))[cut] for r in recs],
+                        np.array([r["label"] for r in recs], np.int64),
+                        [_as_str(bytes(r["id1"])) for r in recs],
+                        [_as_str(bytes(r["id2"])) for r in recs], self.name)

@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..tfds_support import (
+    dataset_info,
     import_tfds,
     lazy_builder_attribute,
     prepare,
@@ -95,18 +96,17 @@ def _builder_class():
             super().__init__(file_format=file_format, **kwargs)
 
         def _info(self):
-            features = tfds.features.FeaturesDict({
+            features = {
                 "times": tfds.features.Tensor(shape=(None,), dtype=np.float32),
                 "units": tfds.features.Tensor(shape=(None,), dtype=np.uint16),
                 "label": tfds.features.ClassLabel(),
                 "speaker": tfds.features.Scalar(dtype=np.int32),
                 "index": tfds.features.Scalar(dtype=np.int32),
-            })
-            return tfds.core.DatasetInfo(
-                builder=self, description=__doc__.split("\n\n")[0], features=features,
-                supervised_keys=None, disable_shuffling=True,
-                metadata=tfds.core.MetadataDict(),
+            }
+            return dataset_info(
+                self, features, description=__doc__.split("\n\n")[0],
                 homepage="https://zenkelab.org/datasets/",
+                supervised_keys=None,
                 citation="Cramer, Stradmann, Schemmel, Zenke (2020), The Heidelberg "
                          "Spiking Data Sets for the Systematic Evaluation of Spiking "
                          "Neural Networks, IEEE TNNLS.")
