@@ -1,5 +1,5 @@
 """``python -m benchmarks {throughput,neuronio,shd,neuronio-eval,memory,matmul,lra,all,gpu,
-loader,cell}``.
+pathfinder-probe,loader,cell}``.
 
 Run from the repository root (the benchmarks are not part of the installed package).
 Each subcommand writes ``NAME.json``, ``NAME.md`` and (most) ``NAME.png`` under ``--out``
@@ -39,6 +39,11 @@ SPECS = {
                    "memory at the paper's batch, ListOps/Pathfinder input pipelines"),
     "all": ("suite", "everything above, in priority order, plus summary.md"),
     "gpu": ("gpu", "the prepared GPU check (JSON on stdout; for a GPU session)"),
+    "pathfinder-probe": ("pathfinder_probe", "is generated Pathfinder-32 learnable: label "
+                                             "balance, marker-distance shortcut, "
+                                             "connectivity oracle, small ELM / LSTM "
+                                             "trained on dots, no-distractor and "
+                                             "standard images"),
     "loader": ("neuronio_loader", "NeuronIO data-loader throughput (WindowSampler "
                                   "batches/s from memory, cache files and pickles)"),
 }

@@ -166,3 +166,48 @@ def test_elm_jax_bench_points_to_python_m_benchmarks(capsys):
 
     assert elm_jax_main(["bench"]) == 2
     assert "python -m benchmarks" in capsys.readouterr().err
+
+
+def test_pathfinder_probe_quick(tmp_path):
+    """The learnability probe writes its statistics and training rows (tiny run)."""
+    assert main(["pathfinder-probe", "--quick", "--variants", "dots", "--models", "elm",
+                 "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "pathfinder_probe.json").read_text())
+    assert [r["variant"] for r in record["stats"]["rows"]] == ["standard", "no_distractors"]
+    for row in record["stats"]["rows"]:
+        assert row["images"] == 40
+        for key in ("label_mean", "distance_shortcut_accuracy", "oracle_accuracy"):
+            assert 0.0 <= row[key] <= 1.0
+    (row,) = record["train"]["rows"]
+    assert (row["variant"], row["model"]) == ("dots", "elm") and row["num_params"] > 0
+    assert [c["step"] for c in row["curve"]] == [2, 4]
+    assert "| dots | elm |" in (tmp_path / "pathfinder_probe.md").read_text()
+
+
+def test_pathfinder_probe_rules():
+    """The probe's two hand-made classifiers on inputs with known answers."""
+    from benchmarks import pathfinder_probe as probe
+
+    # the threshold rule is fitted on the first half and scored on the second
+    values = np.array([1.0, 9.0, 2.0, 8.0, 1.5, 8.5, 3.0, 7.0])
+    labels = np.array([1, 0, 1, 0, 1, 0, 1, 0])
+    acc, threshold, direction = probe.best_threshold_accuracy(values, labels)
+    assert acc == 1.0 and direction == 1 and threshold == 5.0
+    assert probe.best_threshold_accuracy(values, 1 - labels)[0] == 1.0
+    # the connectivity oracle: a diagonal stroke joins the markers, a gap separates them
+    image = np.zeros((2, 32, 32), np.uint8)
+    for k in range(5, 20):
+        image[0, k, k] = 200                   # 8-connected diagonal from (5,5) to (19,19)
+        image[1, 10, k] = 200 if k != 12 else 0
+    tips = np.array([[[5.0, 5.0], [19.2, 18.8]], [[10.0, 5.0], [10.0, 19.0]]])
+    assert probe.connectivity_oracle(image, tips, 30).tolist() == [1, 0]
+    # the dots images: two 2 x 2 squares, label 1 iff their distance is below 14 px
+    from scipy import ndimage
+
+    images, labels = probe.dots_images(50, 0, 14.0)
+    assert 0 < labels.sum() < 50
+    for image_, label in zip(images, labels, strict=True):
+        parts, count = ndimage.label(image_ > 0)
+        assert count == 2 and (image_ > 0).sum() == 8
+        (a, b) = ndimage.center_of_mass(image_ > 0, parts, [1, 2])
+        assert label == (np.hypot(a[0] - b[0], a[1] - b[1]) < 14.0)
