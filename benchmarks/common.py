@@ -439,6 +439,14 @@ def write_outputs(out_dir: str | os.PathLike, name: str, payload: Mapping[str, A
     return {k: str(v) for k, v in paths.items()}
 
 
+def start_record(name: str, command: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Print the machine; return (machine info, the record ``{"benchmark", "command",
+    "machine"}`` a benchmark fills in)."""
+    info = machine_info()
+    print_machine(info)
+    return info, {"benchmark": name, "command": command, "machine": info}
+
+
 def header_md(title: str, info: Mapping[str, Any], command: str) -> str:
     """Markdown header: title, the command and the machine."""
     return (f"# {title}\n\n`{command}`\n\nMachine: {machine_line(info)}\n")

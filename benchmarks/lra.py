@@ -142,10 +142,7 @@ def measure_pipeline(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    info = common.machine_info()
-    common.print_machine(info)
-    record: dict[str, Any] = {"benchmark": NAME, "command": args.command_str,
-                              "machine": info}
+    info, record = common.start_record(NAME, args.command_str)
     if "pipeline" in args.parts:
         record["pipeline"] = measure_pipeline(args)
     if "pathx" in args.parts:

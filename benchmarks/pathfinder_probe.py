@@ -277,10 +277,7 @@ def measure_train(args: argparse.Namespace) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- output
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    info = common.machine_info()
-    common.print_machine(info)
-    record: dict[str, Any] = {"benchmark": NAME, "command": args.command_str,
-                              "machine": info}
+    info, record = common.start_record(NAME, args.command_str)
     md = [common.header_md("Pathfinder-32 learnability probe (GENERATED images)", info,
                            args.command_str)]
     if "stats" in args.parts:
