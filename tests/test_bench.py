@@ -176,7 +176,8 @@ def test_pathfinder_probe_quick(tmp_path):
     assert [r["variant"] for r in record["stats"]["rows"]] == ["standard", "no_distractors"]
     for row in record["stats"]["rows"]:
         assert row["images"] == 40
-        for key in ("label_mean", "distance_shortcut_accuracy", "oracle_accuracy"):
+        for key in ("label_mean", "distance_shortcut_accuracy", "oracle_accuracy",
+                    "oracle_connected_label0", "oracle_connected_label1"):
             assert 0.0 <= row[key] <= 1.0
     (row,) = record["train"]["rows"]
     assert (row["variant"], row["model"]) == ("dots", "elm") and row["num_params"] > 0
