@@ -28,7 +28,9 @@ uses the paper's 16 grey levels (8 on Path-X).
 ``small`` presets train in minutes on a 2-core CPU on GENERATED data, far below the
 paper's scale (see docs/lra.md for what they reach); their LSTM is sized to about the
 small ELM's parameter count (the paper's hidden 150 would cost ~10x the ELM's step
-there).  ``tiny`` presets are seconds-long smoke runs for the tests.
+there).  Pathfinder ``small`` gives its ELM Adam 1e-3 and tau_s 32 (one image row):
+with 2e-3 and tau_s 5 the ELM did not even learn the probe's two-dots control at
+T = 1,024 (docs/lra.md, ``python -m benchmarks pathfinder-probe``).  ``tiny`` presets are seconds-long smoke runs for the tests.
 """
 
 from __future__ import annotations
@@ -133,11 +135,12 @@ PATHFINDER_PRESETS = {
             "Chrono-LSTM h 150, chrono 1-2e3: Adam 1e-3; data and steps as paper",
             PathfinderTaskConfig(), PATHFINDER_MODEL,
             paper_train(384, 300, 160_000, ELM_LR), paper_train(384, 300, 160_000, LSTM_LR)),
-    **_pair("small", "ELM d_m 32 (LSTM: h 32, about as many parameters) on 10k GENERATED "
-                     "Pathfinder-32 easy images (T 1024): 6,000 steps of batch 32",
+    **_pair("small", "ELM d_m 32, tau_s 32, Adam 1e-3 (LSTM: h 32, about as many "
+                     "parameters, Adam 2e-3) on 10k GENERATED Pathfinder-32 easy images "
+                     "(T 1024): 6,000 steps of batch 32",
             "Chrono-LSTM h 32, chrono 1-2e3; data and steps as small",
-            SMALL_PF_TASK, elm(32, 1000.0, lstm_hidden=32, chrono=(1.0, 2000.0)),
-            _small_train(6000, 2e-3, 500), _small_train(6000, 2e-3, 500)),
+            SMALL_PF_TASK, elm(32, 1000.0, tau_s=32.0, lstm_hidden=32, chrono=(1.0, 2000.0)),
+            _small_train(6000, 1e-3, 500), _small_train(6000, 2e-3, 500)),
     "tiny": Preset("a seconds-long smoke run: d_m 4, 40 GENERATED 32x32 easy images",
                    PathfinderTaskConfig(difficulty="easy", num_images=40),
                    elm(4, 1000.0, lstm_hidden=8, chrono=(1.0, 100.0)), TINY_TRAIN),
