@@ -30,7 +30,8 @@ paper's scale (see docs/lra.md for what they reach); their LSTM is sized to abou
 small ELM's parameter count (the paper's hidden 150 would cost ~10x the ELM's step
 there).  Pathfinder ``small`` gives its ELM Adam 1e-3 and tau_s 32 (one image row):
 with 2e-3 and tau_s 5 the ELM did not even learn the probe's two-dots control at
-T = 1,024 (docs/lra.md, ``python -m benchmarks pathfinder-probe``).  ``tiny`` presets are seconds-long smoke runs for the tests.
+T = 1,024 (docs/lra.md, ``python -m benchmarks pathfinder-probe``).  ``tiny`` presets
+are seconds-long smoke runs for the tests.
 """
 
 from __future__ import annotations
