@@ -18,7 +18,8 @@ small sequence model pick up within a given budget?
     carry (anti-aliasing breaks thin strokes and merges touching ones).
 
 * ``train``: for every ``--variants`` x ``--models``, a model trained from scratch
-  (Adam with a cosine decay, gradient clipping 1.0, cross-entropy on the last output,
+  (the trainer's optimizer: Adam with a cosine decay, gradient clipping 1.0, the ELM's
+  fixed time constants untouched; cross-entropy on the last output,
   batch ``--batch``) on ``--train-images`` generated images, validated on
   ``--val-images`` others every ``--eval-every`` steps.  Variants, all 32 x 32,
   16 grey levels, flattened row by row (T = 1,024) as the ``pathfinder`` task:
@@ -37,7 +38,7 @@ small sequence model pick up within a given budget?
   tau_s trials behind these defaults.
 
 The images are generated in memory with the package's generator (image ``n`` from
-``SeedSequence([--seed, n])``, as `elm_jax.tasks.lra.pathfinder.generate_pathfinder`),
+``image_rng(--seed, n)``, as `elm_jax.tasks.lra.pathfinder.generate_pathfinder`),
 so a run needs no files.  Results are single runs of one seed: read them as "learns
 within this budget or not", not as the models' accuracies.
 """
@@ -74,8 +75,7 @@ def _generator_chunk(job: tuple[int, int, str, str, int, bool]) -> tuple[Any, ..
     length = gen.CONTOUR_LENGTHS[difficulty]
     images, labels, tips = [], [], []
     for i in range(lo, lo + n):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, i]))
-        out = gen.generate_image(rng, RESOLUTION, length, params=params,
+        out = gen.generate_image(gen.image_rng(seed, i), RESOLUTION, length, params=params,
                                  return_masks=with_tips)
         images.append(out[0])
         labels.append(out[1])
@@ -209,13 +209,17 @@ def train_one(model: str, ids: tuple[np.ndarray, ...], args: argparse.Namespace
     import optax
 
     from elm_jax.models import count_model_params, init_model, predict
+    from elm_jax.tasks.run_config import TrainConfig
+    from elm_jax.train.optim import make_optimizer
 
     x_train, y_train, x_val, y_val = ids
     config = model_config(model, args)
     lr = args.elm_lr if model == "elm" else args.lstm_lr
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0),
-                            optax.adam(optax.cosine_decay_schedule(lr, args.steps)))
     params = init_model(jax.random.key(args.seed), config)
+    # the trainer's optimizer: frozen leaves (the ELM's fixed tau_m) are not updated
+    optimizer, _ = make_optimizer(
+        TrainConfig(steps=args.steps, batch_size=args.batch, optimizer="adam",
+                    learning_rate=lr, schedule="cosine", grad_clip=1.0), config, params)
     opt_state = optimizer.init(params)
 
     def logits(p, batch_ids):

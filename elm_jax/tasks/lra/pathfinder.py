@@ -67,6 +67,7 @@ from .pathfinder_generator import (
     PathfinderGenerationError,
     _generate,
     generate_image,
+    image_rng,
 )
 
 __all__ = [
@@ -120,8 +121,8 @@ def _write_batch(folder: str, batch: int, start: int, count: int, resolution: in
     p = GENERATOR_PARAMS[resolution]
     rows = []
     for j in range(count):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, start + j]))
-        image, label, masks = _generate(rng, resolution, contour_length, None, False)
+        image, label, masks = _generate(image_rng(seed, start + j), resolution,
+                                        contour_length, None, False)
         data = _png_bytes(image)
         atomic_write(folder_p / "imgs" / str(batch) / f"sample_{j}.png",
                      lambda f, d=data: f.write(d))

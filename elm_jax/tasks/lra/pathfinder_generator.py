@@ -324,6 +324,12 @@ def _as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
     return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
 
+def image_rng(seed: int, index: int) -> np.random.Generator:
+    """The random stream of image `index` of a dataset generated with `seed`
+    (``SeedSequence([seed, index])``): an image does not depend on batching or workers."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+
+
 def generate_image(rng: np.random.Generator | int | None, resolution: int,
                    contour_length: int, *, params: GeneratorParams | None = None,
                    return_masks: bool = False) -> tuple:

@@ -583,6 +583,11 @@ class AANSplit:
         return self.id1, self.id2
 
 
+def _char_cut(char_limit: int | None) -> slice:
+    """The slice that keeps a document's first `char_limit` characters (all if None)."""
+    return slice(None) if char_limit is None else slice(int(char_limit))
+
+
 def read_aan_tsv(path: str | os.PathLike, char_limit: int | None = None) -> AANSplit:
     """Read one ``new_aan_pairs.*.tsv`` (no header, 5 tab-separated columns ``label
     id1 id2 text1 text2``, no quoting; LF or CRLF rows), a row at a time.  The label
@@ -596,7 +601,7 @@ def read_aan_tsv(path: str | os.PathLike, char_limit: int | None = None) -> AANS
         handle = path.open("rb")
     except OSError as err:
         raise FileNotFoundError(f"{path}: cannot read AAN file ({err})") from err
-    cut = slice(None) if char_limit is None else slice(int(char_limit))
+    cut = _char_cut(char_limit)
     text1, text2, id1, id2, labels = [], [], [], [], []
     with handle:
         for number, raw in enumerate(handle, start=1):  # rows end at b"\n" only
@@ -994,7 +999,7 @@ class PairSource(_Source):
     def read_all(self, char_limit: int | None = None) -> AANSplit:
         """The whole split as an `AANSplit`, each record read once; `char_limit` as
         `read_aan_tsv`'s."""
-        cut = slice(None) if char_limit is None else slice(int(char_limit))
+        cut = _char_cut(char_limit)
         recs = self._records(range(len(self)))
         return AANSplit([_as_str(bytes(r["text1"]))[cut] for r in recs],
                         [_as_str(bytes(r["text2"]))[cut] for r in recs],
