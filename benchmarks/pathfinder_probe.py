@@ -216,7 +216,7 @@ def train_one(model: str, ids: tuple[np.ndarray, ...], args: argparse.Namespace
     config = model_config(model, args)
     lr = args.elm_lr if model == "elm" else args.lstm_lr
     params = init_model(jax.random.key(args.seed), config)
-    # the trainer's optimizer: frozen leaves (the ELM's fixed tau_m) are not updated
+    # the trainer's optimizer (clipping, schedule, frozen leaves as in a training run)
     optimizer, _ = make_optimizer(
         TrainConfig(steps=args.steps, batch_size=args.batch, optimizer="adam",
                     learning_rate=lr, schedule="cosine", grad_clip=1.0), config, params)
@@ -272,7 +272,7 @@ def measure_train(args: argparse.Namespace) -> dict[str, Any]:
     for variant in args.variants:
         images, labels, _ = make_images(variant, args.train_images + args.val_images,
                                         args, args.seed)
-        ids = quantize(images.reshape(len(images), -1), LEVELS).astype(np.int8)
+        ids = quantize(images, LEVELS).astype(np.int8)
         n = args.train_images
         split = (ids[:n], labels[:n], ids[n:], labels[n:])
         majority = max(float(labels[n:].mean()), 1.0 - float(labels[n:].mean()))
